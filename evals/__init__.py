@@ -1,0 +1,1 @@
+"""Frozen evaluations and auxiliary objectives (probes, LiFT, latent dynamics, metrics). Depends on vjepa only."""

@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="vjepa",
+    version="0.1.0",
+    description="V-JEPA self-supervised video pretraining: models, masks, FSDP2 training, evaluation",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vjepa", "vjepa.*", "evals", "evals.*"]),
+    install_requires=[
+        "torch>=2.6,<2.15",
+        "torchvision>=0.21",
+        "einops>=0.7",
+        "timm>=1.0",
+        "decord>=0.6",
+        "av>=12",
+        "webdataset>=0.2",
+        "submitit>=1.5",
+        "safetensors>=0.4",
+        "pyyaml>=6.0",
+        "numpy>=1.24",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.5", "transformers>=4.53", "tensorboard>=2.14"],
+        "hf": ["transformers>=4.53"],
+        "gpu": ["flash-attn>=2.6"],
+    },
+    entry_points={"console_scripts": ["vjepa=vjepa.cli:main"]},
+)

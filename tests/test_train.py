@@ -1,0 +1,116 @@
+"""The training loop end to end on CPU: run folder, exact resume, NaN stop, architecture mismatch, golden curve."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vjepa.config import load_config
+from vjepa.train.checkpoint import CheckpointMismatch, latest_checkpoint
+from vjepa.train.loop import NonFiniteLoss, train
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
+
+
+def tiny_cfg(run_dir, *extra):
+    return load_config(
+        None,
+        [
+            "model.preset=tiny",
+            "model.embed_dim=64",
+            "model.depth=2",
+            "model.num_heads=2",
+            "model.pred_embed_dim=48",
+            "model.pred_depth=2",
+            "model.pred_num_heads=2",
+            "data.source=synthetic",
+            "data.synthetic_videos=32",
+            "data.frames_per_clip=8",
+            "data.crop_size=32",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "optim.total_steps=8",
+            "optim.warmup_steps=2",
+            "optim.lr=1e-3",
+            "train.log_every=1",
+            "train.checkpoint_every=3",
+            "train.tensorboard=false",
+            f"train.run_dir={run_dir}",
+            *extra,
+        ],
+    )
+
+
+def losses(result):
+    return [r["loss"] for r in result["history"]]
+
+
+def test_run_folder_contents(tmp_path):
+    result = train(tiny_cfg(tmp_path / "run", "optim.total_steps=3"))
+    run = Path(result["run_dir"])
+    assert (run / "config.yaml").exists() and (run / "git_revision.txt").exists()
+    assert load_config(run / "config.yaml") == tiny_cfg(tmp_path / "run", "optim.total_steps=3")
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for key in (
+        "loss",
+        "lr",
+        "wd",
+        "momentum",
+        "ctx_tokens",
+        "tgt_tokens",
+        "data_time",
+        "step_time",
+        "clips_per_s",
+        "eta_s",
+        "target_spread",
+        "grad_norm",
+    ):
+        assert key in records[-1], key
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert latest_checkpoint(run).name == "step_00000003"
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    full = losses(train(tiny_cfg(tmp_path / "a")))
+    first = losses(train(tiny_cfg(tmp_path / "b", "train.stop_after=4")))
+    assert first == full[:4]
+    assert latest_checkpoint(tmp_path / "b").name == "step_00000004"
+    rest = losses(train(tiny_cfg(tmp_path / "b")))
+    assert rest == full[4:]  # bitwise: same floats, not just close
+
+
+def test_keep_last_checkpoints(tmp_path):
+    train(tiny_cfg(tmp_path / "k", "train.checkpoint_every=1", "train.keep_last=2", "optim.total_steps=4"))
+    names = sorted(p.name for p in (tmp_path / "k" / "checkpoints").glob("step_*"))
+    assert names == ["step_00000003", "step_00000004"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    run = tmp_path / "nan"
+    # warmup towards an absurd learning rate: finite for a few steps, then the weights blow up
+    cfg = tiny_cfg(run, "train.checkpoint_every=1", "optim.warmup_steps=8", "optim.start_lr=1e-4", "optim.lr=1e36")
+    with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
+        train(cfg)
+    good = latest_checkpoint(run)
+    assert good is not None
+    meta = json.loads((good / "meta.json").read_text())
+    assert torch.isfinite(torch.tensor(meta["loss"]))
+
+
+def test_resume_with_other_architecture_names_tensors(tmp_path):
+    run = tmp_path / "arch"
+    train(tiny_cfg(run, "optim.total_steps=3"))
+    with pytest.raises(CheckpointMismatch, match=r"blocks\.2"):
+        train(tiny_cfg(run, "optim.total_steps=6", "model.depth=3"))
+
+
+def test_golden_loss_curve(tmp_path):
+    got = losses(train(tiny_cfg(tmp_path / "g", "optim.total_steps=6")))
+    if not GOLDEN.exists():
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps({"losses": got}, indent=1))
+        pytest.fail(f"wrote {GOLDEN}; commit it")
+    want = json.loads(GOLDEN.read_text())["losses"]
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-5)

@@ -1,0 +1,353 @@
+"""Typed run configuration: one frozen dataclass per concern, strict YAML + command-line merge.
+
+A run is described by `Config` (model, data, mask, optim, train). YAML files list only what differs from
+the defaults below (the V-JEPA 1 ViT-L recipe of the paper, Table 9); `key.sub=value` overrides from the
+command line are applied last. Unknown keys and values of the wrong type are errors that name the key and
+list the valid ones, so a typo never silently falls back to a default.
+
+    cfg = load_config("configs/debug/tiny_cpu.yaml", ["optim.lr=1e-3", "train.run_dir=runs/x"])
+
+Derived values (encoder width from the preset, schedule horizon) are computed by small properties, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskSpec:
+    """One mask family (paper Sec. 3.2 and Appendix B). Block extents are fractions of the token grid."""
+
+    kind: str = "multiblock"  # multiblock | tube | causal
+    num_blocks: int = 8
+    spatial_scale: tuple[float, float] = (0.15, 0.15)
+    temporal_scale: tuple[float, float] = (1.0, 1.0)
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+    max_temporal_keep: float = 1.0
+    tube_ratio: float = 0.9  # kind "tube": fraction of spatial positions masked, repeated over time
+    causal_frames: int = 0  # kind "causal": context restricted to the first p token time steps
+
+
+SHORT_RANGE = MaskSpec(num_blocks=8, spatial_scale=(0.15, 0.15))
+LONG_RANGE = MaskSpec(num_blocks=2, spatial_scale=(0.7, 0.7))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Encoder and predictor. `preset` fills width/depth/heads/mlp_ratio unless they are given explicitly."""
+
+    preset: str = "large"  # tiny | small | base | large | huge | giant
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    patch_size: int = 16
+    tubelet_size: int = 2
+    pos_embed: str = "sincos"  # sincos (V-JEPA 1) | rope (V-JEPA 2)
+    uniform_power: bool = True
+    qkv_bias: bool = True
+    attn_impl: str = "sdpa"  # sdpa | reference | flash
+    init_rescale: bool = True  # keep the 1/sqrt(2*layer) rescale of attn.proj and mlp.fc2
+    pred_embed_dim: int = 384
+    pred_depth: int = 12
+    pred_num_heads: int | None = None  # None: the encoder's heads (V-JEPA 1); V-JEPA 2 uses 12
+    activation_checkpointing: bool = False
+    compile: bool = False
+
+    def resolved(self) -> dict[str, Any]:
+        """Encoder width/depth/heads/mlp_ratio after applying the preset."""
+        from vjepa.models.presets import ENCODER_PRESETS
+
+        if self.preset not in ENCODER_PRESETS:
+            raise ConfigError(f"model.preset: unknown preset {self.preset!r}; valid: {sorted(ENCODER_PRESETS)}")
+        base = dict(ENCODER_PRESETS[self.preset])
+        for key in ("embed_dim", "depth", "num_heads", "mlp_ratio"):
+            if getattr(self, key) is not None:
+                base[key] = getattr(self, key)
+        return base
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where clips come from and how they are cut and augmented (DESIGN.md, Data)."""
+
+    source: str = "csv"  # csv | synthetic
+    csv_paths: tuple[str, ...] = ()
+    frames_per_clip: int = 16
+    frame_step: int = 4
+    crop_size: int = 224
+    batch_size: int = 24  # per process
+    num_workers: int = 8
+    random_resize_scale: tuple[float, float] = (0.3, 1.0)
+    random_resize_aspect: tuple[float, float] = (0.75, 1.35)
+    hflip: float = 0.5
+    max_bad_fraction: float = 0.05
+    synthetic_videos: int = 4096  # source "synthetic": number of distinct procedural videos
+    synthetic_size: int = 0  # rendered frame size before the crop; 0 = crop_size * 8 // 7
+    pin_memory: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskConfig:
+    families: tuple[MaskSpec, ...] = (SHORT_RANGE, LONG_RANGE)
+    policy: str = "random"  # random (unbiased) | official (cut the highest indices) | pad
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """Optimiser, schedules and loss. Schedules are pure functions of the global step (vjepa/train/schedules.py)."""
+
+    schedule: str = "cosine"  # cosine (V-JEPA 1) | wsd (V-JEPA 2: warmup, constant, linear cooldown)
+    total_steps: int = 90_000
+    horizon_scale: float = 1.25  # cosine: schedules span total_steps * horizon_scale (training stops at 80%)
+    warmup_steps: int = 12_000
+    cooldown_steps: int = 0  # wsd: linear decay to final_lr over the last cooldown_steps
+    start_lr: float = 2e-4
+    lr: float = 6.25e-4
+    final_lr: float = 1e-6
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4
+    ema_momentum: float = 0.998
+    final_ema_momentum: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_grad: float = 10.0  # 0 disables
+    clip_after_warmup: bool = True
+    loss_exp: float = 1.0
+    var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on predictions
+    fused: bool = True  # fused AdamW kernel where available
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    run_dir: str = "runs/vjepa"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_last: int = 2
+    resume: bool = True  # continue from the latest checkpoint in run_dir if there is one
+    init_from: str = ""  # a checkpoint folder to start from (e.g. V-JEPA 2 cooldown from the main phase)
+    stop_after: int = 0  # stop at this step (schedules still span optim.total_steps); 0 = total_steps
+    threads: int = 0  # torch intra-op threads per process; 0 = leave as is
+    tensorboard: bool = True
+    collapse_threshold: float = 0.0  # warn when the target feature spread falls below this (0: off)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# strict merge
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML value to `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _merge(tp(), value, key)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}.{i}") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_coerce(v, a, f"{key}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _merge(base: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
+    """Return a copy of dataclass `base` with `updates` applied; unknown keys are errors."""
+    types_ = _field_types(type(base))
+    changes = {}
+    for name, value in updates.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in types_:
+            raise ConfigError(f"unknown key {key!r}; valid keys here: {sorted(types_)}")
+        current = getattr(base, name)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            changes[name] = _merge(current, value, key)
+        else:
+            changes[name] = _coerce(value, types_[name], key)
+    return dataclasses.replace(base, **changes)
+
+
+def _set_path(tree: dict[str, Any], cfg: Any, dotted: str, value: Any) -> None:
+    """Write `value` at `dotted` into the nested update dict, validating names against `cfg` as it goes."""
+    parts = dotted.split(".")
+    node, obj, walked = tree, cfg, []
+    for part in parts[:-1]:
+        walked.append(part)
+        if not dataclasses.is_dataclass(obj) or part not in _field_types(type(obj)):
+            valid = sorted(_field_types(type(obj))) if dataclasses.is_dataclass(obj) else []
+            raise ConfigError(f"unknown key {'.'.join(walked)!r}; valid keys here: {valid}")
+        obj = getattr(obj, part)
+        if isinstance(obj, tuple) and parts[len(walked)].isdigit():
+            raise ConfigError(f"{dotted}: indexing into a list is not supported; set the whole list")
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def parse_overrides(cfg: Config, overrides: Sequence[str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        dotted, raw = item.split("=", 1)
+        _set_path(tree, cfg, dotted.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return tree
+
+
+def _deep_update(dst: dict[str, Any], src: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), Mapping):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults <- YAML file <- `a.b=c` overrides, strictly checked, then validated."""
+    updates: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        updates = dict(loaded or {})
+    try:
+        _merge(Config(), updates)  # report file errors before override errors
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    _deep_update(updates, parse_overrides(Config(), overrides))
+    cfg = _merge(Config(), updates)
+    validate(cfg)
+    return cfg
+
+
+def _choice(key: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(valid)}")
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
+    m.resolved()
+    _choice("model.pos_embed", m.pos_embed, ("sincos", "rope"))
+    _choice("model.attn_impl", m.attn_impl, ("sdpa", "reference", "flash"))
+    _choice("data.source", d.source, ("csv", "synthetic"))
+    _choice("mask.policy", cfg.mask.policy, ("random", "official", "pad"))
+    _choice("optim.schedule", o.schedule, ("cosine", "wsd"))
+    _choice("train.dtype", t.dtype, ("auto", "fp32", "bf16"))
+    _choice("train.device", t.device, ("auto", "cpu", "cuda"))
+    for i, spec in enumerate(cfg.mask.families):
+        _choice(f"mask.families.{i}.kind", spec.kind, ("multiblock", "tube", "causal"))
+    if not cfg.mask.families:
+        raise ConfigError("mask.families: at least one mask family is required")
+    if d.frames_per_clip % m.tubelet_size:
+        raise ConfigError(f"data.frames_per_clip={d.frames_per_clip} must be a multiple of model.tubelet_size")
+    if d.crop_size % m.patch_size:
+        raise ConfigError(f"data.crop_size={d.crop_size} must be a multiple of model.patch_size={m.patch_size}")
+    if d.source == "csv" and not d.csv_paths:
+        raise ConfigError("data.csv_paths: give at least one CSV list for data.source=csv (or use synthetic)")
+    if o.total_steps <= 0 or o.warmup_steps < 0 or o.warmup_steps > o.total_steps:
+        raise ConfigError("optim.warmup_steps must lie in [0, optim.total_steps] and total_steps > 0")
+    if o.schedule == "wsd" and o.warmup_steps + o.cooldown_steps > o.total_steps:
+        raise ConfigError("optim.warmup_steps + optim.cooldown_steps exceed optim.total_steps")
+    if t.stop_after < 0 or t.stop_after > o.total_steps:
+        raise ConfigError("train.stop_after must lie in [0, optim.total_steps]")
+    if d.batch_size <= 0:
+        raise ConfigError("data.batch_size must be positive")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for YAML/JSON output."""
+
+    def convert(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [convert(x) for x in v]
+        return v
+
+    return convert(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

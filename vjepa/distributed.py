@@ -1,0 +1,118 @@
+"""Process groups and parallelism applied from outside the model (DESIGN.md Sec. 3).
+
+One code path for every world size: a single process still initialises a (gloo or NCCL) process group and
+wraps the models with FSDP2 `fully_shard`, per transformer block and on the root. The encoder and the target
+encoder are wrapped identically, so their local shards line up for the communication-free EMA update. On GPU
+the compute policy is bf16 parameters with fp32 gradient reduction; master weights and the target encoder
+shards stay fp32. Process-group errors propagate: there is no silent fallback to one process (the official
+code's behaviour). SLURM variables are read only in `launch/`; here we read the torchrun variables.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    mesh: DeviceMesh
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Initialise (or reuse) the default process group from torchrun's variables; world size 1 without them."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world, device_id=dev if backend == "nccl" else None
+        )
+    if dist.get_world_size() != world:
+        raise RuntimeError(f"process group has {dist.get_world_size()} ranks but WORLD_SIZE={world}")
+    mesh = init_device_mesh(dev.type, (world,))
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, mesh=mesh)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mixed_precision(dtype: torch.dtype) -> MixedPrecisionPolicy:
+    if dtype == torch.float32:
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+
+
+def apply_fsdp(
+    module: nn.Module,
+    blocks: nn.ModuleList,
+    mesh: DeviceMesh,
+    dtype: torch.dtype = torch.float32,
+    activation_checkpointing: bool = False,
+    compile_blocks: bool = False,
+    no_backward: bool = False,
+) -> nn.Module:
+    """Shard each block of `blocks` (a submodule of `module`), then the root; optional AC and compile per block.
+
+    `no_backward` is for modules only run under no_grad (the target encoder): FSDP2 keeps a root unsharded after
+    forward until its backward, which never comes, so the root would keep serving stale gathered weights after
+    the EMA updated its shards. Such roots are resharded after every forward instead.
+    """
+    policy = mixed_precision(dtype)
+    for i, block in enumerate(blocks):
+        if activation_checkpointing:
+            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+            block = checkpoint_wrapper(block, preserve_rng_state=False)
+        if compile_blocks:
+            block = torch.compile(block, dynamic=True)  # dynamic: the kept-token count changes every step
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+        blocks[i] = block
+    fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=True if no_backward else None)
+    return module
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    if dist.get_world_size() == 1:
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / dist.get_world_size()

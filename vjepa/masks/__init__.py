@@ -1,0 +1,23 @@
+"""Context/target masks for V-JEPA (paper Sec. 3.2, Sec. 4.3 ablations, Appendix B).
+
+Families: multi-block 3D (default), random-tube[r], causal multi-block[p]; `MaskGenerator` samples them for a
+batch as index tensors [B, K] (flat (t, h, w) row-major token indices), `MaskCollator` attaches them to a
+DataLoader batch, `gather_tokens` applies them.
+
+Shapes: B batch, N tokens, K kept tokens, D width.
+"""
+
+from vjepa.masks.collator import FamilyMasks, MaskCollator, MaskGenerator, derive_seed
+from vjepa.masks.ops import coords_to_idx, gather_tokens, idx_to_coords, index_to_mask, mask_to_index
+
+__all__ = [
+    "FamilyMasks",
+    "MaskCollator",
+    "MaskGenerator",
+    "coords_to_idx",
+    "derive_seed",
+    "gather_tokens",
+    "idx_to_coords",
+    "index_to_mask",
+    "mask_to_index",
+]

@@ -1,0 +1,37 @@
+"""Run an encoder once per mask family on one shared patch embedding.
+
+`MultiMaskEncoder(backbone)(video, [idx_0, idx_1, ...])` embeds the clip once (Conv3d + positions) and runs the
+transformer blocks on the kept tokens of each family; with no indices it encodes the full clip (the target
+encoder). The official code re-embeds the clip for every family. Wrapping also gives FSDP2 one root module whose
+forward covers the embedding, the blocks and the final norm, and the parameter names the `backbone.` prefix
+that official V-JEPA checkpoints use after `module.`.
+
+Shapes: B batch, C channels, T frames, N tokens, K kept tokens, D width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MultiMaskEncoder(nn.Module):
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.backbone.blocks
+
+    def forward(
+        self,
+        video: torch.Tensor,  # [B, C, T, H, W]
+        idx: list[torch.Tensor] | None = None,  # per family [B, K_f]
+        valid: list[torch.Tensor | None] | None = None,  # per family [B, K_f] bool or None
+    ) -> torch.Tensor | list[torch.Tensor]:
+        tokens, grid = self.backbone.embed(video)  # [B, N, D]
+        if idx is None:
+            return self.backbone.forward_tokens(tokens, grid)  # [B, N, D]
+        valid = valid if valid is not None else [None] * len(idx)
+        return [self.backbone.forward_tokens(tokens, grid, i, v) for i, v in zip(idx, valid)]  # [B, K_f, D] each

@@ -1,0 +1,142 @@
+"""The V-JEPA predictor: a narrow ViT that predicts target-token representations from context tokens.
+
+Paper: V-JEPA Sec. 3.3 and Appendix B ("Predicting the target"): the context tokens from the x-encoder are
+projected to the predictor width, concatenated with one learnable mask token per target position (carrying the
+target's 3D position) and processed jointly by 12 blocks of width 384; the outputs at the mask tokens, after a
+final LayerNorm and a projection back to the encoder width, are the predictions.
+
+Positions: with `pos_embed="sincos"` the fixed 3D sin-cos table (predictor width) is added to the context tokens
+and to the mask tokens at their indices (V-JEPA 1); with `pos_embed="rope"` nothing is added and every attention
+layer rotates queries and keys by the (t, h, w) coordinates of the token's index (V-JEPA 2, the `transformers`
+convention). One mask token per mask family (`family` selects it), zero-initialised.
+
+Parameter names are the official V-JEPA 1 predictor names with the `predictor_` prefix removed
+(`predictor_embed` -> `embed`, `mask_tokens.{k}`, `predictor_pos_embed` -> `pos_embed` (buffer),
+`predictor_blocks` -> `blocks`, `predictor_norm` -> `norm`, `predictor_proj` -> `proj`).
+Departures: the official V-JEPA 2 / `transformers` predictor sorts the joint sequence by position before the
+blocks and unsorts afterwards; self-attention without a mask is permutation-equivariant and RoPE depends only on
+each token's own index, so we skip the sort (outputs equal up to float summation order). A bad `family` is an
+error here, not taken modulo the number of mask tokens. Key-padding masks (policy "pad") are supported.
+
+Shapes: B batch, Kc context tokens, Kt target tokens, D encoder width, P predictor width, N tokens of the grid,
+grid = (T', H', W').
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vjepa.masks.ops import gather_tokens, idx_to_coords
+from vjepa.models.layers import Block
+from vjepa.models.pos_embed import RoPE3D, interpolate_table, sincos_3d_table
+
+POS_EMBEDS = ("sincos", "rope")
+
+
+class Predictor(nn.Module):
+    """`forward(ctx [B, Kc, D], ctx_idx [B, Kc], tgt_idx [B, Kt], grid, family) -> [B, Kt, D]` in tgt_idx order."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        pred_embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-6,
+        num_mask_tokens: int = 2,
+        pos_embed: str = "sincos",
+        uniform_power: bool = True,
+        img_size: int,
+        num_frames: int,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        attn_impl: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"Predictor: unknown pos_embed {pos_embed!r}; valid: {POS_EMBEDS}")
+        if num_mask_tokens < 1:
+            raise ValueError(f"Predictor: num_mask_tokens must be >= 1, got {num_mask_tokens}")
+        self.embed_dim, self.pred_embed_dim, self.depth = embed_dim, pred_embed_dim, depth
+        self.num_heads, self.mlp_ratio, self.qkv_bias, self.norm_eps = num_heads, mlp_ratio, qkv_bias, norm_eps
+        self.num_mask_tokens, self.pos_embed_type, self.uniform_power = num_mask_tokens, pos_embed, uniform_power
+        self.img_size, self.num_frames, self.attn_impl = img_size, num_frames, attn_impl
+        self.patch_size, self.tubelet_size = patch_size, tubelet_size
+        self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+
+        self.embed = nn.Linear(embed_dim, pred_embed_dim)
+        self.mask_tokens = nn.ParameterList(
+            [nn.Parameter(torch.zeros(1, 1, pred_embed_dim)) for _ in range(num_mask_tokens)]
+        )
+        if pos_embed == "sincos":
+            table = sincos_3d_table(self.grid, pred_embed_dim, uniform_power)[None]  # [1, N, P]
+            self.register_buffer("pos_embed", table)
+            self.rope = None
+        else:
+            self.register_buffer("pos_embed", None)
+            self.rope = RoPE3D(head_dim=pred_embed_dim // num_heads)
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    dim=pred_embed_dim,
+                    num_heads=num_heads,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    norm_eps=norm_eps,
+                    attn_impl=attn_impl,
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(pred_embed_dim, eps=norm_eps)
+        self.proj = nn.Linear(pred_embed_dim, embed_dim)
+
+    @torch.no_grad()
+    def reset_pos_embed(self) -> None:
+        """Refill the sin-cos buffer (after `to_empty` from the meta device); called by `init_weights`."""
+        if self.pos_embed is not None:
+            table = sincos_3d_table(self.grid, self.pred_embed_dim, self.uniform_power)[None]  # [1, N, P]
+            self.pos_embed.copy_(table.to(self.pos_embed.device, self.pos_embed.dtype))
+
+    def forward(
+        self,
+        ctx: torch.Tensor,
+        ctx_idx: torch.Tensor,
+        tgt_idx: torch.Tensor,
+        grid: tuple[int, int, int],
+        family: int = 0,
+        ctx_valid: torch.Tensor | None = None,
+        tgt_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the encoder representation at `tgt_idx` from context tokens `ctx` at `ctx_idx` -> [B, Kt, D]."""
+        if not 0 <= family < self.num_mask_tokens:
+            raise ValueError(f"Predictor: family {family} out of range; this predictor has {self.num_mask_tokens}")
+        b, kc, _ = ctx.shape
+        kt = tgt_idx.shape[1]
+        x = self.embed(ctx)  # [B, Kc, P]
+        m = self.mask_tokens[family].to(x.dtype).expand(b, kt, -1)  # [B, Kt, P]
+        if self.pos_embed is not None:
+            table = interpolate_table(self.pos_embed[0], self.grid, grid).to(x.dtype)  # [N, P]
+            table = table[None].expand(b, -1, -1)  # [B, N, P]
+            x = x + gather_tokens(table, ctx_idx)  # [B, Kc, P]
+            m = m + gather_tokens(table, tgt_idx)  # [B, Kt, P]
+        x = torch.cat([x, m], dim=1)  # [B, Kc + Kt, P]
+
+        rope = None
+        if self.rope is not None:
+            coords = idx_to_coords(torch.cat([ctx_idx, tgt_idx], dim=1), grid)  # [B, Kc + Kt, 3]
+            rope = self.rope(coords)  # cos, sin: [B, 1, Kc + Kt, 3c]
+        valid = None
+        if ctx_valid is not None or tgt_valid is not None:
+            ctx_valid = ctx_valid if ctx_valid is not None else ctx_idx.new_ones(b, kc, dtype=torch.bool)
+            tgt_valid = tgt_valid if tgt_valid is not None else tgt_idx.new_ones(b, kt, dtype=torch.bool)
+            valid = torch.cat([ctx_valid, tgt_valid], dim=1)  # [B, Kc + Kt]
+
+        for blk in self.blocks:
+            x = blk(x, rope=rope, valid=valid)  # [B, Kc + Kt, P]
+        x = self.norm(x[:, kc:])  # [B, Kt, P]
+        return self.proj(x)  # [B, Kt, D]

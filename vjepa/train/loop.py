@@ -1,0 +1,301 @@
+"""`train(cfg)`: V-JEPA pretraining from top to bottom (paper Sec. 3; DESIGN.md Sec. 2-3).
+
+setup (process group, run folder, resolved config) -> build (encoder, predictor, EMA target encoder, FSDP2,
+AdamW) -> resume (latest checkpoint of the run, or `train.init_from`) -> loop over global steps: batch, step,
+EMA, log, checkpoint. Everything is keyed on the global step: schedules, masks and the data stream are pure
+functions of it, so a run stopped at step k and resumed continues exactly.
+
+A non-finite loss stops the run with a message before anything is saved, so the last good checkpoint stays
+intact. Host syncs happen on log and checkpoint steps only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vjepa.config import Config, dump_config
+from vjepa.data.loader import build_loader
+from vjepa.distributed import DistInfo, all_reduce_mean, apply_fsdp, init_distributed
+from vjepa.models.encoder import VisionTransformer
+from vjepa.models.init import init_weights
+from vjepa.models.multimask import MultiMaskEncoder
+from vjepa.models.predictor import Predictor
+from vjepa.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vjepa.train.ema import ema_pairs
+from vjepa.train.optim import build_optimizer
+from vjepa.train.schedules import hyper
+from vjepa.train.step import grid_of, train_step
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
+    """Encoder (wrapped for multi-mask use) and predictor, initialised at the one init site."""
+    m, d = cfg.model, cfg.data
+    arch = m.resolved()
+    common = dict(
+        img_size=d.crop_size,
+        num_frames=d.frames_per_clip,
+        patch_size=m.patch_size,
+        tubelet_size=m.tubelet_size,
+        qkv_bias=m.qkv_bias,
+        pos_embed=m.pos_embed,
+        uniform_power=m.uniform_power,
+        attn_impl=m.attn_impl,
+    )
+    encoder = VisionTransformer(
+        embed_dim=arch["embed_dim"],
+        depth=arch["depth"],
+        num_heads=arch["num_heads"],
+        mlp_ratio=arch["mlp_ratio"],
+        **common,
+    )
+    predictor = Predictor(
+        embed_dim=arch["embed_dim"],
+        pred_embed_dim=m.pred_embed_dim,
+        depth=m.pred_depth,
+        num_heads=m.pred_num_heads or arch["num_heads"],
+        mlp_ratio=arch["mlp_ratio"] if m.preset != "giant" else 4.0,
+        num_mask_tokens=len(cfg.mask.families),
+        **common,
+    )
+    init_weights(encoder, rescale=m.init_rescale)
+    init_weights(predictor, rescale=m.init_rescale)
+    return MultiMaskEncoder(encoder), predictor
+
+
+def params_finite(module: nn.Module) -> torch.Tensor:
+    """True when every local shard of the module's parameters is finite (one fused reduction, no sync)."""
+    shards = [p.to_local() if hasattr(p, "to_local") else p for p in module.parameters()]
+    norms = torch._foreach_norm([s.detach() for s in shards if s.numel() > 0])
+    return torch.isfinite(torch.stack(norms).sum())
+
+
+def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
+    if cfg.train.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.train.dtype]
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        rev = out.stdout.strip() or "unknown"
+        return rev + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class RunLogger:
+    """Progress lines on stdout, JSON lines in run_dir/log.jsonl, TensorBoard when installed (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.file = open(run_dir / "log.jsonl", "a") if enabled else None
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:
+                self.tb = None
+
+    def print(self, msg: str) -> None:
+        if self.enabled:
+            print(msg, flush=True)
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
+    """Pretrain per `cfg`; returns a summary (final step, losses logged on rank 0)."""
+    # ---- setup
+    info = dist_info or init_distributed(cfg.train.device)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    run_dir = Path(cfg.train.run_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        (run_dir / "git_revision.txt").write_text(git_revision() + "\n")
+    logger = RunLogger(run_dir, info.is_main, cfg.train.tensorboard)
+    device, dtype = info.device, compute_dtype(cfg, info.device)
+
+    # ---- build
+    torch.manual_seed(cfg.train.seed)
+    encoder, predictor = build_models(cfg)
+    target_encoder = copy.deepcopy(encoder)
+    for p in target_encoder.parameters():
+        p.requires_grad_(False)
+    encoder, predictor, target_encoder = (x.to(device) for x in (encoder, predictor, target_encoder))
+    ac, comp = cfg.model.activation_checkpointing, cfg.model.compile
+    for module in (encoder, predictor):
+        apply_fsdp(module, module.blocks, info.mesh, dtype, activation_checkpointing=ac, compile_blocks=comp)
+    apply_fsdp(target_encoder, target_encoder.blocks, info.mesh, dtype, compile_blocks=comp, no_backward=True)
+    target_encoder.eval()
+    models = nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": target_encoder})
+    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, device)
+
+    # ---- resume
+    start_step = 0
+    ckpt = latest_checkpoint(run_dir) if cfg.train.resume else None
+    if ckpt is None and cfg.train.init_from:
+        ckpt = Path(cfg.train.init_from)
+    if ckpt is not None:
+        start_step = load_checkpoint(ckpt, models, optimizer)["step"]
+        logger.print(f"resumed from {ckpt} at step {start_step}")
+    ema_targets, ema_sources = ema_pairs(encoder, target_encoder)
+
+    # ---- loop
+    o, t = cfg.optim, cfg.train
+    end_step = t.stop_after or o.total_steps
+    loader = build_loader(cfg, rank=info.rank, world_size=info.world_size, start_step=start_step, end_step=end_step)
+    global_batch = cfg.data.batch_size * info.world_size
+    n_params = sum(p.numel() for p in encoder.parameters()) + sum(p.numel() for p in predictor.parameters())
+    logger.print(
+        f"training steps {start_step} -> {end_step} of {o.total_steps}; world size {info.world_size}; "
+        f"global batch {global_batch}; {n_params / 1e6:.2f}M trainable parameters; {device} {dtype}"
+    )
+    history: list[dict] = []
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    data_time = step_time = 0.0
+    window_steps, window_start = 0, time.perf_counter()
+    last_good = start_step
+    tick = time.perf_counter()
+    step = start_step
+    for batch in loader:
+        step = batch["step"]
+        video = batch["video"].to(device, non_blocking=True)
+        masks = [m.to(device) for m in batch["masks"]] if device.type != "cpu" else batch["masks"]
+        t_data = time.perf_counter()
+        data_time += t_data - tick
+        hp = hyper(o, step)
+        clip = o.clip_grad if (o.clip_grad > 0 and (not o.clip_after_warmup or step >= o.warmup_steps)) else 0.0
+        is_log = (step + 1) % t.log_every == 0 or step == start_step or step + 1 == end_step
+        out = train_step(
+            encoder=encoder,
+            target_encoder=target_encoder,
+            predictor=predictor,
+            optimizer=optimizer,
+            ema_targets=ema_targets,
+            ema_sources=ema_sources,
+            video=video,
+            masks=masks,
+            grid=grid_of(video, cfg.model.tubelet_size, cfg.model.patch_size),
+            hp=hp,
+            clip_grad=clip,
+            loss_exp=o.loss_exp,
+            var_reg_weight=o.var_reg_weight,
+            want_grad_norm=is_log,
+        )
+        bad |= ~torch.isfinite(out.loss)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tick = time.perf_counter()
+        step_time += tick - t_data
+        window_steps += 1
+        is_ckpt = (step + 1) % t.checkpoint_every == 0 or step + 1 == end_step
+        if is_ckpt:
+            bad |= ~params_finite(encoder)
+        if is_log or is_ckpt:
+            if bool(all_reduce_mean(bad.float()) > 0):
+                raise NonFiniteLoss(
+                    f"non-finite loss or weights at or before step {step}; stopping. The last good checkpoint (step "
+                    f"{last_good}) in {run_dir / 'checkpoints'} is intact; lower optim.lr or check the data."
+                )
+        if is_log:
+            loss = all_reduce_mean(out.loss).item()
+            elapsed = time.perf_counter() - window_start
+            sec_per_step = elapsed / max(1, window_steps)
+            record = {
+                "step": step + 1,
+                "loss": loss,
+                **{f"loss_{i}": all_reduce_mean(x).item() for i, x in enumerate(out.family_losses)},
+                "lr": hp.lr,
+                "wd": hp.weight_decay,
+                "momentum": hp.momentum,
+                "ctx_tokens": [int(m.ctx_idx.shape[1]) for m in masks],
+                "tgt_tokens": [int(m.tgt_idx.shape[1]) for m in masks],
+                "target_spread": all_reduce_mean(out.target_spread).item(),
+                "grad_norm": None if out.grad_norm is None else float(out.grad_norm),
+                "data_time": data_time / max(1, window_steps),
+                "step_time": step_time / max(1, window_steps),
+                "clips_per_s": global_batch / max(sec_per_step, 1e-9),
+                "eta_s": sec_per_step * (end_step - step - 1),
+            }
+            history.append(record)
+            logger.log(record)
+            collapse = t.collapse_threshold > 0 and record["target_spread"] < t.collapse_threshold
+            logger.print(
+                f"step {step + 1}/{end_step} loss {loss:.4f} lr {hp.lr:.2e} wd {hp.weight_decay:.3f} "
+                f"m {hp.momentum:.5f} ctx/tgt {record['ctx_tokens']}/{record['tgt_tokens']} "
+                f"data {record['data_time'] * 1e3:.0f}ms step {record['step_time'] * 1e3:.0f}ms "
+                f"{record['clips_per_s']:.1f} clips/s spread {record['target_spread']:.3f} "
+                f"ETA {_fmt_time(record['eta_s'])}" + ("  WARNING: target features collapsing" if collapse else "")
+            )
+            if record["data_time"] > 0.5 * record["step_time"] and step > start_step + 2 * t.log_every:
+                logger.print("  note: data loading takes over half the step time; raise data.num_workers")
+            data_time = step_time = 0.0
+            window_steps, window_start = 0, time.perf_counter()
+        if is_ckpt:
+            path = save_checkpoint(
+                run_dir,
+                step + 1,
+                models,
+                optimizer,
+                t.keep_last,
+                {"loss": history[-1]["loss"] if history else math.nan},
+            )
+            last_good = step + 1
+            logger.print(f"saved checkpoint {path}")
+    logger.close()
+    return {"step": step + 1 if end_step > start_step else start_step, "history": history, "run_dir": str(run_dir)}
+
+
+def main(cfg: Config) -> int:
+    from vjepa.distributed import shutdown
+
+    try:
+        train(cfg)
+    except NonFiniteLoss as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    finally:
+        shutdown()
+    return 0

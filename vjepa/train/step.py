@@ -1,0 +1,108 @@
+"""One V-JEPA training step (paper Sec. 3, Appendix B): targets, per-family prediction, loss, update, EMA.
+
+    h = LN(target_encoder(clip))                    full clip, no grad, layer norm without affine
+    for each mask family f:
+        z_f = encoder(clip, ctx_idx_f)              context tokens only
+        p_f = predictor(z_f, ctx_idx_f, tgt_idx_f)  predictions at the target positions
+        loss_f = mean |p_f - h[tgt_idx_f]|^p / p
+    loss = mean_f loss_f  (+ optional variance hinge)
+    AdamW step (clip after warmup), then EMA: target <- m target + (1 - m) encoder
+
+No host synchronisation here: metrics are returned as tensors and read on log steps only.
+
+Shapes: B batch, N tokens, Kc context tokens, Kt target tokens, D encoder width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vjepa.losses import jepa_loss, variance_hinge
+from vjepa.masks.ops import gather_tokens
+from vjepa.train.ema import ema_update
+from vjepa.train.optim import set_hyper
+from vjepa.train.schedules import Hyper
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar, this rank's loss
+    family_losses: list[torch.Tensor]
+    target_spread: torch.Tensor  # std over the batch of pooled target features, averaged over channels
+    grad_norm: torch.Tensor | None
+
+
+@torch.no_grad()
+def compute_targets(target_encoder: nn.Module, video: torch.Tensor) -> torch.Tensor:
+    h = target_encoder(video)  # [B, N, D]
+    return F.layer_norm(h.float(), (h.shape[-1],))  # [B, N, D]
+
+
+def grid_of(video: torch.Tensor, tubelet: int, patch: int) -> tuple[int, int, int]:
+    _, _, t, h, w = video.shape
+    return (t // tubelet, h // patch, w // patch)
+
+
+def forward_loss(
+    encoder: nn.Module,
+    target_encoder: nn.Module,
+    predictor: nn.Module,
+    video: torch.Tensor,  # [B, C, T, H, W]
+    masks: list,  # list[FamilyMasks]
+    grid: tuple[int, int, int],
+    loss_exp: float = 1.0,
+    var_reg_weight: float = 0.0,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    h = compute_targets(target_encoder, video)  # [B, N, D]
+    spread = h.mean(dim=1).std(dim=0).mean()
+    contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])  # list of [B, Kc, D]
+    family_losses, total = [], 0.0
+    for f, (m, z) in enumerate(zip(masks, contexts)):
+        pred = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
+        target = gather_tokens(h, m.tgt_idx)  # [B, Kt, D]
+        loss_f = jepa_loss(pred.float(), target, loss_exp, m.tgt_valid)
+        if var_reg_weight > 0:
+            loss_f = loss_f + var_reg_weight * variance_hinge(pred)
+        family_losses.append(loss_f.detach())
+        total = total + loss_f
+    return total / len(masks), family_losses, spread
+
+
+def train_step(
+    *,
+    encoder: nn.Module,
+    target_encoder: nn.Module,
+    predictor: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema_targets: list[torch.Tensor],
+    ema_sources: list[torch.Tensor],
+    video: torch.Tensor,
+    masks: list,
+    grid: tuple[int, int, int],
+    hp: Hyper,
+    clip_grad: float = 0.0,
+    loss_exp: float = 1.0,
+    var_reg_weight: float = 0.0,
+    want_grad_norm: bool = False,
+) -> StepOutput:
+    set_hyper(optimizer, hp.lr, hp.weight_decay)
+    optimizer.zero_grad(set_to_none=True)
+    loss, family_losses, spread = forward_loss(
+        encoder, target_encoder, predictor, video, masks, grid, loss_exp, var_reg_weight
+    )
+    loss.backward()
+    grad_norm = None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if clip_grad > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    elif want_grad_norm:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if isinstance(grad_norm, torch.Tensor) and hasattr(grad_norm, "full_tensor"):
+        grad_norm = grad_norm.full_tensor()
+    optimizer.step()
+    ema_update(ema_targets, ema_sources, hp.momentum)
+    return StepOutput(loss.detach(), family_losses, spread, grad_norm)
