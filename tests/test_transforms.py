@@ -14,11 +14,10 @@ from vjepa.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     VideoTransform,
-    derive_seed,
-    make_generator,
     normalize_clip,
     sample_crop,
 )
+from vjepa.seeding import derive_seed, make_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -16,8 +16,6 @@ from vjepa.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     VideoTransform,
-    derive_seed,
-    make_generator,
     normalize_clip,
 )
 from vjepa.data.video import VideoDataset, read_csv_list
@@ -30,8 +28,6 @@ __all__ = [
     "SyntheticVideoDataset",
     "VideoDataset",
     "VideoTransform",
-    "derive_seed",
-    "make_generator",
     "normalize_clip",
     "read_csv_list",
     "render_clip",

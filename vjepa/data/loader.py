@@ -19,17 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vjepa.config import Config
 from vjepa.masks.collator import MaskGenerator
-
-_MIX = 0x9E3779B97F4A7C15
-
-
-def mix_seed(*parts: int) -> int:
-    """Deterministic 63-bit seed from integers (a tiny splitmix-style hash; Python's hash() is salted)."""
-    h = 0
-    for p in parts:
-        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * _MIX & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
+from vjepa.seeding import derive_seed
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int, int]]]):
@@ -46,7 +36,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int, int]]]):
 
     def _perm_for(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, 17))
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
             self._perm, self._perm_epoch = torch.randperm(self.n, generator=gen), epoch
         return self._perm
 

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vjepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform, derive_seed, make_generator, normalize_clip
+from vjepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_clip
+from vjepa.seeding import derive_seed, make_generator
 
 MOTION_CLASSES: list[str] = [
     "move_right",

@@ -1,4 +1,4 @@
-"""Clip transforms and the seeding helpers shared by the datasets.
+"""Clip transforms for training and evaluation.
 
 VideoTransform (train): one RandomResizedCrop for all frames of a clip (area scale U(0.3, 1), aspect log-uniform
 in [0.75, 1.35], torchvision's 10 attempts then a centre-crop fallback), bilinear antialiased resize of the whole
@@ -16,9 +16,7 @@ Shape legend: T frames, H, W input size, C = 3 channels, S = crop_size.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import struct
 from collections.abc import Callable
 
 import torch
@@ -29,23 +27,6 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # A clip transform: (frames uint8 [T, H, W, C], generator) -> float [C, T, S, S].
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from a tuple of ints and strings (hash, so nearby tuples give unrelated seeds)."""
-    h = hashlib.blake2b(digest_size=8)
-    for p in parts:
-        if isinstance(p, str):
-            b = p.encode()
-            h.update(b"s" + struct.pack("<q", len(b)) + b)
-        else:
-            h.update(b"i" + int(p).to_bytes(16, "little", signed=True))
-    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
-
-
-def make_generator(*parts: int | str) -> torch.Generator:
-    """A CPU torch.Generator seeded with derive_seed(*parts)."""
-    return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 def normalize_clip(

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from vjepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform, make_generator, normalize_clip
+from vjepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_clip
+from vjepa.seeding import make_generator
 
 MAX_NAMED_WARNINGS = 5  # distinct bad files named in warnings before going quiet
 

@@ -7,7 +7,7 @@ DataLoader batch, `gather_tokens` applies them.
 Shapes: B batch, N tokens, K kept tokens, D width.
 """
 
-from vjepa.masks.collator import FamilyMasks, MaskCollator, MaskGenerator, derive_seed
+from vjepa.masks.collator import FamilyMasks, MaskCollator, MaskGenerator
 from vjepa.masks.ops import coords_to_idx, gather_tokens, idx_to_coords, index_to_mask, mask_to_index
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "MaskCollator",
     "MaskGenerator",
     "coords_to_idx",
-    "derive_seed",
     "gather_tokens",
     "idx_to_coords",
     "index_to_mask",

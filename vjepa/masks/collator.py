@@ -23,7 +23,6 @@ Shapes: B batch, N tokens, Kc context tokens kept, Kt target tokens kept.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from vjepa.masks.causal import causal_horizon, sample_causal
 from vjepa.masks.multiblock import BlockSize, context_horizon, sample_block_size, sample_multiblock
 from vjepa.masks.ops import POLICIES, mask_to_index
 from vjepa.masks.tube import sample_tube, tube_keep_count
+from vjepa.seeding import derive_seed
 
 if TYPE_CHECKING:
     from vjepa.config import MaskSpec
@@ -68,12 +68,6 @@ class FamilyMasks:
             for f in dataclasses.fields(self)
         }
         return FamilyMasks(**changes)
-
-
-def derive_seed(*parts: int) -> int:
-    """Stable 63-bit seed from integers (same value in every process and Python version)."""
-    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def _generator(*parts: int) -> torch.Generator:
