@@ -1,19 +1,27 @@
 """Benchmark the V-JEPA training step; prints JSON lines.
 
-    python bench/train_step.py                         # reference config (below), 2 threads, fp32
-    python bench/train_step.py --config configs/debug/tiny_cpu.yaml --steps 20 data.batch_size=8
+    python bench/train_step.py                      # reference config (below), 2 threads, fp32, all variants
+    python bench/train_step.py --variants ours --config configs/debug/tiny_cpu.yaml data.batch_size=8
 
 Reference config (issue 2): tiny encoder (192 wide, 12 deep), 16 frames of 96 x 96, batch 4, predictor depth 6
-and width 192, both mask families, fp32, 2 threads. One line per measurement:
-  {"bench": "train_step", ...}   median seconds per full step (same code as training: FSDP2 world size 1,
-                                  fused AdamW, EMA), clips/s, peak memory
-  {"bench": "breakdown", ...}    median seconds per phase: target encoder, context encoder forward, predictor
-                                  forward + loss, backward, optimizer, EMA
+and width 192, both mask families, fp32, 2 threads. Variants, built from the same weights and run round-robin
+step by step in one process (so drifts in machine speed hit all of them alike):
+  ours            the training code path: FSDP2 (world size 1 here), shared patch embedding, fused AdamW,
+                  _foreach_lerp_ EMA
+  ours-plain      the same step without FSDP2 wrapping (its overhead on this machine)
+  official-style  the same maths with the official code's structure: DDP, the clip re-embedded per mask family
+                  (MultiMaskWrapper), torch's default AdamW on CPU (single-tensor loop), a per-tensor EMA loop.
+                  An emulation for attribution, not the official code itself.
+Lines:
+  {"bench": "train_step", "variant": ..., "median_s", "clips_per_s", "peak_mem_mb", ...}
+  {"bench": "breakdown", ...}  median seconds per phase for `ours`: target encoder, context encoder forward,
+                                predictor forward + loss, backward, optimizer, EMA
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -22,15 +30,18 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vjepa.config import load_config  # noqa: E402
 from vjepa.data.loader import build_mask_generator  # noqa: E402
-from vjepa.distributed import init_distributed, shutdown  # noqa: E402
+from vjepa.distributed import apply_fsdp, init_distributed, shutdown  # noqa: E402
+from vjepa.losses import jepa_loss  # noqa: E402
+from vjepa.masks.ops import gather_tokens  # noqa: E402
 from vjepa.train import loop  # noqa: E402
 from vjepa.train.ema import ema_pairs, ema_update  # noqa: E402
-from vjepa.train.optim import build_optimizer, set_hyper  # noqa: E402
+from vjepa.train.optim import build_optimizer, param_groups, set_hyper  # noqa: E402
 from vjepa.train.schedules import hyper  # noqa: E402
 from vjepa.train.step import compute_targets, grid_of, train_step  # noqa: E402
 
@@ -45,56 +56,65 @@ REFERENCE = [
     "train.dtype=fp32",
     "optim.warmup_steps=0",
 ]
+VARIANTS = ("ours", "ours-plain", "official-style")
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def official_style_step(*, encoder, target_encoder, predictor, optimizer, video, masks, grid, hp, clip_grad) -> None:
+    """The official structure: one backbone call per family (re-embedding the clip), per-tensor EMA loop."""
+    set_hyper(optimizer, hp.lr, hp.weight_decay)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        h = target_encoder(video)
+        h = F.layer_norm(h, (h.shape[-1],))
+    loss = 0.0
+    for f, m in enumerate(masks):
+        z = encoder(video, m.ctx_idx)
+        p = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f)
+        loss = loss + jepa_loss(p, gather_tokens(h, m.tgt_idx), 1.0)
+    (loss / len(masks)).backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
+    optimizer.step()
+    with torch.no_grad():
+        for p_k, p_q in zip(target_encoder.parameters(), encoder.module.parameters()):
+            p_k.mul_(hp.momentum).add_((1.0 - hp.momentum) * p_q.detach())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-fsdp", action="store_true", help="plain modules (to measure the FSDP2 overhead)")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    overrides = ([] if args.config else REFERENCE) + args.overrides
-    cfg = load_config(args.config, overrides)
-    info = init_distributed(cfg.train.device)
-    device, dtype = info.device, loop.compute_dtype(cfg, info.device)
-
+def build_variant(name: str, cfg, info, dtype):
     torch.manual_seed(0)
     encoder, predictor = loop.build_models(cfg)
-    import copy
-
+    encoder, predictor = encoder.to(info.device), predictor.to(info.device)
     target = copy.deepcopy(encoder).requires_grad_(False)
-    encoder, predictor, target = (m.to(device) for m in (encoder, predictor, target))
-    if not args.no_fsdp:
+    if name == "official-style":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        backbone, target = encoder.backbone, target.backbone
+        encoder, predictor = DDP(backbone, static_graph=True), DDP(predictor, static_graph=True)
+        groups = param_groups({"encoder": encoder, "predictor": predictor})
+        optimizer = torch.optim.AdamW(groups, betas=cfg.optim.betas, eps=cfg.optim.eps)  # default: for-loop on CPU
+
+        def step(video, masks, grid, hp):
+            official_style_step(
+                encoder=encoder,
+                target_encoder=target,
+                predictor=predictor,
+                optimizer=optimizer,
+                video=video,
+                masks=masks,
+                grid=grid,
+                hp=hp,
+                clip_grad=cfg.optim.clip_grad,
+            )
+
+        return step, None
+    if name == "ours":
         for m in (encoder, predictor):
-            loop.apply_fsdp(m, m.blocks, info.mesh, dtype)
-        loop.apply_fsdp(target, target.blocks, info.mesh, dtype, no_backward=True)
-    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, device)
+            apply_fsdp(m, m.blocks, info.mesh, dtype)
+        apply_fsdp(target, target.blocks, info.mesh, dtype, no_backward=True)
+    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, info.device)
     ema_t, ema_s = ema_pairs(encoder, target)
-    gen = build_mask_generator(cfg)
-    d = cfg.data
-    b = d.batch_size
-    video = torch.randn(b, 3, d.frames_per_clip, d.crop_size, d.crop_size, device=device)
-    grid = grid_of(video, cfg.model.tubelet_size, cfg.model.patch_size)
-    masks_per_step = [gen(s, b) for s in range(args.warmup + args.steps)]
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    times = []
-    for s in range(args.warmup + args.steps):
-        sync()
-        t0 = time.perf_counter()
+    def step(video, masks, grid, hp):
         train_step(
             encoder=encoder,
             target_encoder=target,
@@ -103,16 +123,102 @@ def main() -> None:
             ema_targets=ema_t,
             ema_sources=ema_s,
             video=video,
-            masks=masks_per_step[s],
+            masks=masks,
             grid=grid,
-            hp=hyper(cfg.optim, s),
+            hp=hp,
             clip_grad=cfg.optim.clip_grad,
             loss_exp=cfg.optim.loss_exp,
         )
-        sync()
-        if s >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+
+    return step, (encoder, target, predictor, optimizer, ema_t, ema_s)
+
+
+def breakdown(parts, video, masks_per_step, grid, cfg, sync, warmup):
+    """Median seconds per phase of the `ours` step, the phases run one after another with syncs between."""
+    encoder, target, predictor, optimizer, ema_t, ema_s = parts
+    names = ("target_encoder", "encoder_fwd", "predictor_fwd_loss", "backward", "optimizer", "ema")
+    phases: dict[str, list[float]] = {k: [] for k in names}
+    for s, masks in enumerate(masks_per_step):
+        hp = hyper(cfg.optim, s)
+        stamps: list[float] = []
+        set_hyper(optimizer, hp.lr, hp.weight_decay)
+        optimizer.zero_grad(set_to_none=True)
+        sync(), stamps.append(time.perf_counter())
+        h = compute_targets(target, video)
+        sync(), stamps.append(time.perf_counter())
+        zs = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])
+        sync(), stamps.append(time.perf_counter())
+        loss = 0.0
+        for f, (m, z) in enumerate(zip(masks, zs)):
+            p = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f)
+            loss = loss + jepa_loss(p, gather_tokens(h, m.tgt_idx), 1.0)
+        sync(), stamps.append(time.perf_counter())
+        (loss / len(masks)).backward()
+        sync(), stamps.append(time.perf_counter())
+        if cfg.optim.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad
+            )
+        optimizer.step()
+        sync(), stamps.append(time.perf_counter())
+        ema_update(ema_t, ema_s, hp.momentum)
+        sync(), stamps.append(time.perf_counter())
+        if s >= warmup:
+            for k, a, z in zip(names, stamps[:-1], stamps[1:]):
+                phases[k].append(z - a)
+    med = {k: statistics.median(v) for k, v in phases.items()}
+    total = sum(med.values())
+    return {
+        **{f"{k}_s": round(v, 5) for k, v in med.items()},
+        **{f"{k}_pct": round(100 * v / total, 1) for k, v in med.items()},
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; whole process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="a run config instead of the reference one")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, ([] if args.config else REFERENCE) + args.overrides)
+    info = init_distributed(cfg.train.device)
+    device, dtype = info.device, loop.compute_dtype(cfg, info.device)
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"unknown variant {v!r}; valid: {VARIANTS}")
+    steps = {v: build_variant(v, cfg, info, dtype) for v in variants}
+
+    d = cfg.data
+    b = d.batch_size
+    video = torch.randn(b, 3, d.frames_per_clip, d.crop_size, d.crop_size, device=device)
+    grid = grid_of(video, cfg.model.tubelet_size, cfg.model.patch_size)
+    gen = build_mask_generator(cfg)
+    masks_per_step = [[m.to(device) for m in gen(s, b)] for s in range(args.warmup + args.steps)]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for s, masks in enumerate(masks_per_step):
+        for v in variants:
+            sync()
+            t0 = time.perf_counter()
+            steps[v][0](video, masks, grid, hyper(cfg.optim, s))
+            sync()
+            if s >= args.warmup:
+                times[v].append(time.perf_counter() - t0)
     base = {
         "threads": args.threads,
         "device": str(device),
@@ -125,77 +231,41 @@ def main() -> None:
         "pred_depth": cfg.model.pred_depth,
         "pred_width": cfg.model.pred_embed_dim,
         "families": len(cfg.mask.families),
-        "fsdp": not args.no_fsdp,
+        "steps": args.steps,
     }
+    medians = {v: statistics.median(t) for v, t in times.items()}
+    for v in variants:
+        record = {
+            "bench": "train_step",
+            "variant": v,
+            **base,
+            "median_s": round(medians[v], 5),
+            "min_s": round(min(times[v]), 5),
+            "clips_per_s": round(b / medians[v], 3),
+        }
+        if "ours" in medians and v != "ours":
+            record["ours_speedup"] = round(medians[v] / medians["ours"], 3)
+        print(json.dumps(record), flush=True)
     print(
         json.dumps(
             {
-                "bench": "train_step",
-                **base,
-                "median_s": round(med, 5),
-                "min_s": round(min(times), 5),
-                "clips_per_s": round(b / med, 3),
+                "bench": "peak_memory",
                 "peak_mem_mb": round(peak_memory_mb(device), 1),
+                "note": "whole process, all variants" if device.type == "cpu" else "cuda allocator",
             }
-        ),
-        flush=True,
+        )
     )
-
-    # ---- where the time goes: the same work, phase by phase
-    phases: dict[str, list[float]] = {
-        k: [] for k in ("target_encoder", "encoder_fwd", "predictor_fwd_loss", "backward", "optimizer", "ema")
-    }
-    from vjepa.losses import jepa_loss
-    from vjepa.masks.ops import gather_tokens
-
-    for s in range(args.warmup + args.steps):
-        masks = masks_per_step[s]
-        hp = hyper(cfg.optim, s)
-        stamps: list[float] = []
-
-        def mark(stamps: list[float] = stamps) -> None:
-            sync()
-            stamps.append(time.perf_counter())
-
-        set_hyper(optimizer, hp.lr, hp.weight_decay)
-        optimizer.zero_grad(set_to_none=True)
-        mark()
-        h = compute_targets(target, video)
-        mark()
-        zs = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])
-        mark()
-        loss = 0.0
-        for f, (m, z) in enumerate(zip(masks, zs)):
-            p = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
-            loss = loss + jepa_loss(p.float(), gather_tokens(h, m.tgt_idx), 1.0, m.tgt_valid)
-        loss = loss / len(masks)
-        mark()
-        loss.backward()
-        mark()
-        if cfg.optim.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad
+    if "ours" in steps:
+        print(
+            json.dumps(
+                {
+                    "bench": "breakdown",
+                    "variant": "ours",
+                    **base,
+                    **breakdown(steps["ours"][1], video, masks_per_step, grid, cfg, sync, args.warmup),
+                }
             )
-        optimizer.step()
-        mark()
-        ema_update(ema_t, ema_s, hp.momentum)
-        mark()
-        if s >= args.warmup:
-            for k, (a, z) in zip(phases, zip(stamps[:-1], stamps[1:])):
-                phases[k].append(z - a)
-    med_phase = {k: round(statistics.median(v), 5) for k, v in phases.items()}
-    total = sum(med_phase.values())
-    print(
-        json.dumps(
-            {
-                "bench": "breakdown",
-                **base,
-                **{f"{k}_s": v for k, v in med_phase.items()},
-                **{f"{k}_pct": round(100 * v / total, 1) for k, v in med_phase.items()},
-            }
-        ),
-        flush=True,
-    )
+        )
     shutdown()
 
 

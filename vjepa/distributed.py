@@ -92,9 +92,9 @@ def apply_fsdp(
 ) -> nn.Module:
     """Shard each block of `blocks` (a submodule of `module`), then the root; optional AC and compile per block.
 
-    `no_backward` is for modules only run under no_grad (the target encoder): FSDP2 keeps a root unsharded after
-    forward until its backward, which never comes, so the root would keep serving stale gathered weights after
-    the EMA updated its shards. Such roots are resharded after every forward instead.
+    `no_backward` is for modules only run under no_grad (the target encoder): FSDP2 keeps parameters unsharded
+    after forward until their backward, which never comes, so they would keep serving stale gathered weights
+    after the EMA updated the shards. Such modules are resharded after every forward, root included.
     """
     policy = mixed_precision(dtype)
     for i, block in enumerate(blocks):

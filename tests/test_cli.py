@@ -1,0 +1,79 @@
+"""The `vjepa` command: synth -> pretrain from the CSV list; config errors; torchrun with 2 CPU processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vjepa.cli import main
+
+TINY = [
+    "model.preset=tiny",
+    "model.embed_dim=64",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.pred_embed_dim=48",
+    "model.pred_depth=2",
+    "model.pred_num_heads=2",
+    "data.frames_per_clip=8",
+    "data.frame_step=2",
+    "data.crop_size=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "optim.total_steps=3",
+    "optim.warmup_steps=1",
+    "train.log_every=1",
+    "train.tensorboard=false",
+]
+
+
+def test_synth_then_pretrain_from_csv(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "synth"), "--num-videos", "4", "--frames", "20", "--size", "64"]) == 0
+    csv = tmp_path / "synth" / "train.csv"
+    lines = csv.read_text().splitlines()
+    assert len(lines) == 4 and all(Path(line.rsplit(" ", 1)[0]).exists() for line in lines)
+    run = tmp_path / "run"
+    rc = main(["pretrain", *TINY, "data.source=csv", f"data.csv_paths=[{csv}]", f"train.run_dir={run}"])
+    assert rc == 0
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert "step 3/3 loss" in capsys.readouterr().out
+
+
+def test_config_typo_is_a_clear_error(tmp_path, capsys):
+    assert main(["pretrain", "data.source=synthetic", "optim.lrate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lrate" in err and "'lr'" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  sorce: synthetic\n")
+    assert main(["pretrain", "--config", str(bad)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.distributed
+def test_torchrun_two_cpu_processes(tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "vjepa.cli",
+        "pretrain",
+        *TINY,
+        "data.source=synthetic",
+        "data.synthetic_videos=16",
+        f"train.run_dir={run}",
+    ]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "world size 2" in out.stdout and "global batch 4" in out.stdout
+    assert (run / "checkpoints" / "latest").read_text() == "step_00000003"
