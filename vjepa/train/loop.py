@@ -17,6 +17,7 @@ import math
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -146,6 +147,8 @@ def _fmt_time(seconds: float) -> str:
 def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
     """Pretrain per `cfg`; returns a summary (final step, losses logged on rank 0)."""
     # ---- setup
+    # FSDP2 warns that a Linear output is a view; nothing here modifies module outputs in place.
+    warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
     info = dist_info or init_distributed(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
