@@ -114,3 +114,20 @@ def test_golden_loss_curve(tmp_path):
         pytest.fail(f"wrote {GOLDEN}; commit it")
     want = json.loads(GOLDEN.read_text())["losses"]
     assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+def test_losses_do_not_depend_on_loader_workers(tmp_path):
+    zero = losses(train(tiny_cfg(tmp_path / "w0", "optim.total_steps=3")))
+    two = losses(train(tiny_cfg(tmp_path / "w2", "optim.total_steps=3", "data.num_workers=2")))
+    assert zero == two
+
+
+@pytest.mark.slow
+def test_readme_demo_learns_without_collapse(tmp_path):
+    """The quick-start config end to end (minutes): the loss falls and the target features keep their spread."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs/debug/tiny_cpu.yaml", [f"train.run_dir={tmp_path / 'demo'}"])
+    history = train(cfg)["history"]
+    first, last = history[0], history[-1]
+    assert last["loss"] < 0.5 * first["loss"]
+    assert min(r["target_spread"] for r in history) > 0.2
