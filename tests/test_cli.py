@@ -77,3 +77,17 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "world size 2" in out.stdout and "global batch 4" in out.stdout
     assert (run / "checkpoints" / "latest").read_text() == "step_00000003"
+
+
+def test_missing_csv_list_is_a_clear_error(tmp_path, capsys):
+    rc = main(
+        [
+            "pretrain",
+            *TINY,
+            "data.source=csv",
+            f"data.csv_paths=[{tmp_path / 'nope.csv'}]",
+            f"train.run_dir={tmp_path / 'run'}",
+        ]
+    )
+    assert rc == 2
+    assert "nope.csv" in capsys.readouterr().err
