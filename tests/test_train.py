@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vjepa.config import load_config
-from vjepa.train.checkpoint import CheckpointMismatch, latest_checkpoint
+from vjepa.export import CheckpointMismatchError
+from vjepa.train.checkpoint import latest_checkpoint
 from vjepa.train.loop import NonFiniteLoss, train
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
@@ -102,7 +103,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_resume_with_other_architecture_names_tensors(tmp_path):
     run = tmp_path / "arch"
     train(tiny_cfg(run, "optim.total_steps=3"))
-    with pytest.raises(CheckpointMismatch, match=r"blocks\.2"):
+    with pytest.raises(CheckpointMismatchError, match=r"blocks\.2"):
         train(tiny_cfg(run, "optim.total_steps=6", "model.depth=3"))
 
 

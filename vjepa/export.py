@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,14 +47,14 @@ def _unwrap_encoder(encoder: nn.Module) -> VisionTransformer:
     return inner
 
 
-def _check_tensors(expected: Mapping[str, torch.Size], given: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointMismatchError naming every missing, unexpected and mis-shaped tensor."""
+def check_tensor_shapes(expected: Mapping[str, Sequence[int]], given: Mapping[str, Sequence[int]], source: str) -> None:
+    """Raise CheckpointMismatchError naming every missing, unexpected and mis-shaped tensor (name -> shape)."""
     missing = sorted(k for k in expected if k not in given)
     unexpected = sorted(k for k in given if k not in expected)
     mismatched = sorted(
-        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k])}"
+        f"{k}: checkpoint {tuple(given[k])} vs model {tuple(expected[k])}"
         for k in expected
-        if k in given and tuple(given[k].shape) != tuple(expected[k])
+        if k in given and tuple(given[k]) != tuple(expected[k])
     )
     if missing or unexpected or mismatched:
         lines = [f"{source} does not match the model:"]
@@ -166,7 +166,7 @@ def from_hf_state_dict(sd: Mapping[str, torch.Tensor], encoder: nn.Module, predi
     encoder = _unwrap_encoder(encoder)
     given = {k.removeprefix("vjepa2."): v for k, v in sd.items()}
     expected = {k: v.shape for k, v in to_hf_state_dict(encoder, predictor).items()}
-    _check_tensors(expected, given, "Hugging Face VJEPA2 state dict")
+    check_tensor_shapes(expected, {k: v.shape for k, v in given.items()}, "Hugging Face VJEPA2 state dict")
     e: dict[str, torch.Tensor] = {}
     for t in ("weight", "bias"):
         e[f"patch_embed.proj.{t}"] = given[f"encoder.embeddings.patch_embeddings.proj.{t}"]
@@ -208,7 +208,9 @@ def _map_official_part(
     ours_sd = module.state_dict()
     ours_of = {to_official(k): k for k in ours_sd}  # official name -> our name
     expected = {name: ours_sd[ours].shape for name, ours in ours_of.items()}
-    _check_tensors(expected, given, f"{source} (names without the 'module.backbone.' prefix)")
+    check_tensor_shapes(
+        expected, {k: v.shape for k, v in given.items()}, f"{source} (names without the 'module.backbone.' prefix)"
+    )
     mapped = {ours_of[name]: value for name, value in given.items()}
     table = getattr(module, "pos_embed", None)
     if isinstance(table, torch.Tensor) and "pos_embed" in mapped:

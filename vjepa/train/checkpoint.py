@@ -26,9 +26,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-
-class CheckpointMismatch(RuntimeError):
-    """The checkpoint's tensors do not match the model being resumed."""
+from vjepa.export import check_tensor_shapes
 
 
 def _shapes(model: nn.Module) -> dict[str, list[int]]:
@@ -85,21 +83,8 @@ def read_meta(path: str | Path) -> dict:
 
 
 def check_compatible(path: str | Path, models: nn.Module) -> None:
-    saved = read_meta(path)["shapes"]
-    live = _shapes(models)
-    missing = sorted(set(live) - set(saved))
-    unexpected = sorted(set(saved) - set(live))
-    mismatched = [
-        f"{k}: checkpoint {saved[k]} vs model {live[k]}" for k in sorted(set(saved) & set(live)) if saved[k] != live[k]
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"checkpoint {path} does not match the model (a different architecture?)"]
-        for title, items in (("missing in checkpoint", missing), ("not in model", unexpected), ("shape", mismatched)):
-            if items:
-                lines.append(
-                    f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else "")
-                )
-        raise CheckpointMismatch("\n".join(lines))
+    """Raise CheckpointMismatchError naming the tensors that differ between the checkpoint and `models`."""
+    check_tensor_shapes(_shapes(models), read_meta(path)["shapes"], f"checkpoint {path} (a different architecture?)")
 
 
 def load_checkpoint(path: str | Path, models: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:

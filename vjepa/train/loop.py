@@ -26,11 +26,12 @@ from torch import nn
 from vjepa.config import Config, dump_config
 from vjepa.data.loader import build_loader
 from vjepa.distributed import DistInfo, all_reduce_mean, apply_fsdp, init_distributed
+from vjepa.export import CheckpointMismatchError
 from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
 from vjepa.models.predictor import Predictor
-from vjepa.train.checkpoint import CheckpointMismatch, latest_checkpoint, load_checkpoint, save_checkpoint
+from vjepa.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vjepa.train.ema import ema_pairs
 from vjepa.train.optim import build_optimizer
 from vjepa.train.schedules import hyper
@@ -299,7 +300,7 @@ def main(cfg: Config) -> int:
     except NonFiniteLoss as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, CheckpointMismatch) as err:
+    except (FileNotFoundError, CheckpointMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
