@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
+def local_shard(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of an FSDP2 (DTensor) parameter; a plain tensor as it is."""
     return t.to_local() if hasattr(t, "to_local") else t
 
 
@@ -22,7 +23,7 @@ def ema_pairs(encoder: nn.Module, target_encoder: nn.Module) -> tuple[list[torch
     for name, p_t in target_encoder.named_parameters():
         if name not in online:
             raise KeyError(f"target encoder parameter {name!r} has no match in the encoder")
-        t, s = _local(p_t.data), _local(online[name].data)
+        t, s = local_shard(p_t.data), local_shard(online[name].data)
         if t.shape != s.shape:
             raise ValueError(f"EMA shard shapes differ for {name!r}: {tuple(t.shape)} vs {tuple(s.shape)}")
         targets.append(t)

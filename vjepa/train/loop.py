@@ -32,7 +32,7 @@ from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
 from vjepa.models.predictor import Predictor
 from vjepa.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from vjepa.train.ema import ema_pairs
+from vjepa.train.ema import ema_pairs, local_shard
 from vjepa.train.optim import build_optimizer
 from vjepa.train.schedules import hyper
 from vjepa.train.step import grid_of, train_step
@@ -79,7 +79,7 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
 
 def params_finite(module: nn.Module) -> torch.Tensor:
     """True when every local shard of the module's parameters is finite (one fused reduction, no sync)."""
-    shards = [p.to_local() if hasattr(p, "to_local") else p for p in module.parameters()]
+    shards = [local_shard(p) for p in module.parameters()]
     norms = torch._foreach_norm([s.detach() for s in shards if s.numel() > 0])
     return torch.isfinite(torch.stack(norms).sum())
 
