@@ -7,17 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train import TINY_MODEL
 
 from vjepa.cli import main
 
 TINY = [
-    "model.preset=tiny",
-    "model.embed_dim=64",
-    "model.depth=2",
-    "model.num_heads=2",
-    "model.pred_embed_dim=48",
-    "model.pred_depth=2",
-    "model.pred_num_heads=2",
+    *TINY_MODEL,
     "data.frames_per_clip=8",
     "data.frame_step=2",
     "data.crop_size=32",

@@ -14,17 +14,23 @@ from vjepa.train.loop import NonFiniteLoss, train
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
 
 
+# A tiny model (width 64, depth 2, predictor 48 x 2) shared by the tests that train.
+TINY_MODEL = [
+    "model.preset=tiny",
+    "model.embed_dim=64",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.pred_embed_dim=48",
+    "model.pred_depth=2",
+    "model.pred_num_heads=2",
+]
+
+
 def tiny_cfg(run_dir, *extra):
     return load_config(
         None,
         [
-            "model.preset=tiny",
-            "model.embed_dim=64",
-            "model.depth=2",
-            "model.num_heads=2",
-            "model.pred_embed_dim=48",
-            "model.pred_depth=2",
-            "model.pred_num_heads=2",
+            *TINY_MODEL,
             "data.source=synthetic",
             "data.synthetic_videos=32",
             "data.frames_per_clip=8",
