@@ -4,8 +4,9 @@
     python bench/train_step.py --variants ours --config configs/debug/tiny_cpu.yaml data.batch_size=8
 
 Reference config (issue 2): tiny encoder (192 wide, 12 deep), 16 frames of 96 x 96, batch 4, predictor depth 6
-and width 192, both mask families, fp32, 2 threads. Variants, built from the same weights and run round-robin
-step by step in one process (so drifts in machine speed hit all of them alike):
+and width 192, both mask families, fp32, 2 threads. Variants, built from the same weights, each measured in
+fresh processes of its own, alternating, `--rounds` times (the median over rounds is reported); in one shared
+process they disturb each other (`--in-process` runs them round-robin there anyway):
   ours            the training code path: FSDP2 (world size 1 here), shared patch embedding, fused AdamW,
                   _foreach_lerp_ EMA
   ours-plain      the same step without FSDP2 wrapping (its overhead on this machine)
@@ -25,6 +26,7 @@ import copy
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -180,6 +182,42 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; whole process
 
 
+def drive(args: argparse.Namespace) -> None:
+    """Run each variant in fresh processes, alternating, `rounds` times; report the median over rounds.
+
+    Variants sharing one process disturb each other (allocator state), so each gets a process of its own."""
+    variants = [v for v in args.variants.split(",") if v]
+    common = ["--in-process", "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    common += ["--config", args.config] if args.config else []
+    rounds: dict[str, list[list[dict]]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for v in variants:
+            cmd = [sys.executable, __file__, *common, "--variants", v, *args.overrides]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"variant {v} failed:\n{out.stderr[-3000:]}")
+            rounds[v].append([json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")])
+    medians = {}
+    for v in variants:
+        runs = [next(r for r in recs if r["bench"] == "train_step") for recs in rounds[v]]
+        per_round = [r["median_s"] for r in runs]
+        medians[v] = statistics.median(per_round)
+        memory = max(next(r for r in recs if r["bench"] == "peak_memory")["peak_mem_mb"] for recs in rounds[v])
+        record = {
+            **runs[0],
+            "median_s": round(medians[v], 5),
+            "round_medians_s": per_round,
+            "clips_per_s": round(runs[0]["batch"] / medians[v], 3),
+            "peak_mem_mb": memory,
+        }
+        record.pop("min_s", None)
+        if "ours" in medians and v != "ours":
+            record["ours_speedup"] = round(medians[v] / medians["ours"], 3)
+        print(json.dumps(record), flush=True)
+    if "ours" in rounds:
+        print(json.dumps(next(r for r in rounds["ours"][-1] if r["bench"] == "breakdown")), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="a run config instead of the reference one")
@@ -187,8 +225,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per variant, alternating")
+    parser.add_argument("--in-process", action="store_true", help="measure here (one process, round-robin)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args()
+    if not args.in_process:
+        drive(args)
+        return
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, ([] if args.config else REFERENCE) + args.overrides)
     info = init_distributed(cfg.train.device)
@@ -251,7 +294,8 @@ def main() -> None:
             {
                 "bench": "peak_memory",
                 "peak_mem_mb": round(peak_memory_mb(device), 1),
-                "note": "whole process, all variants" if device.type == "cpu" else "cuda allocator",
+                "variants": variants,
+                "note": "max RSS of the process" if device.type == "cpu" else "cuda allocator",
             }
         )
     )
