@@ -12,7 +12,6 @@ k: nothing is replayed and the "data position" of a checkpoint is just its step.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -86,16 +85,7 @@ class GlobalMaskCollator:
         video = torch.stack([s["video"] for s in samples])  # [b, C, T, H, W]
         label = torch.tensor([s["label"] for s in samples])
         lo, hi = self.rank * b, (self.rank + 1) * b
-        masks = [
-            replace(
-                m,
-                ctx_idx=m.ctx_idx[lo:hi],
-                tgt_idx=m.tgt_idx[lo:hi],
-                ctx_valid=None if m.ctx_valid is None else m.ctx_valid[lo:hi],
-                tgt_valid=None if m.tgt_valid is None else m.tgt_valid[lo:hi],
-            )
-            for m in self.generator(step, b * self.world, rank=0)
-        ]
+        masks = [m.rows(lo, hi) for m in self.generator(step, b * self.world, rank=0)]
         return {"video": video, "label": label, "step": step, "masks": masks}
 
 

@@ -51,23 +51,26 @@ class FamilyMasks:
     ctx_valid: torch.Tensor | None = None  # [B, Kc] bool
     tgt_valid: torch.Tensor | None = None  # [B, Kt] bool
 
+    def _map(self, fn) -> FamilyMasks:
+        """Apply `fn` to every tensor field (None stays None)."""
+        return FamilyMasks(
+            **{
+                f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                for f in dataclasses.fields(self)
+            }
+        )
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> FamilyMasks:
         """Copy of these masks on `device`."""
-        changes = {
-            f.name: None
-            if getattr(self, f.name) is None
-            else getattr(self, f.name).to(device, non_blocking=non_blocking)
-            for f in dataclasses.fields(self)
-        }
-        return FamilyMasks(**changes)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> FamilyMasks:
         """Pinned copy; called by the DataLoader when pin_memory=True."""
-        changes = {
-            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory()
-            for f in dataclasses.fields(self)
-        }
-        return FamilyMasks(**changes)
+        return self._map(lambda t: t.pin_memory())
+
+    def rows(self, lo: int, hi: int) -> FamilyMasks:
+        """Samples lo..hi-1 of the batch (one rank's slice of masks drawn for the global batch)."""
+        return self._map(lambda t: t[lo:hi])
 
 
 def _generator(*parts: int) -> torch.Generator:
