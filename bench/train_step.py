@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vjepa.config import load_config  # noqa: E402
 from vjepa.data.loader import build_mask_generator  # noqa: E402
-from vjepa.distributed import apply_fsdp, init_distributed, shutdown  # noqa: E402
+from vjepa.distributed import init_distributed, shutdown  # noqa: E402
 from vjepa.losses import jepa_loss  # noqa: E402
 from vjepa.masks.ops import gather_tokens  # noqa: E402
 from vjepa.train import loop  # noqa: E402
 from vjepa.train.ema import ema_pairs, ema_update  # noqa: E402
-from vjepa.train.optim import build_optimizer, param_groups, set_hyper  # noqa: E402
+from vjepa.train.optim import param_groups, set_hyper  # noqa: E402
 from vjepa.train.schedules import hyper  # noqa: E402
 from vjepa.train.step import compute_targets, grid_of, train_step  # noqa: E402
 
@@ -83,11 +83,11 @@ def official_style_step(*, encoder, target_encoder, predictor, optimizer, video,
 
 
 def build_variant(name: str, cfg, info, dtype):
-    torch.manual_seed(0)
-    encoder, predictor = loop.build_models(cfg)
-    encoder, predictor = encoder.to(info.device), predictor.to(info.device)
-    target = copy.deepcopy(encoder).requires_grad_(False)
     if name == "official-style":
+        torch.manual_seed(cfg.train.seed)
+        encoder, predictor = loop.build_models(cfg)
+        encoder, predictor = encoder.to(info.device), predictor.to(info.device)
+        target = copy.deepcopy(encoder).requires_grad_(False)
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         backbone, target = encoder.backbone, target.backbone
@@ -109,11 +109,8 @@ def build_variant(name: str, cfg, info, dtype):
             )
 
         return step, None
-    if name == "ours":
-        for m in (encoder, predictor):
-            apply_fsdp(m, m.blocks, info.mesh, dtype)
-        apply_fsdp(target, target.blocks, info.mesh, dtype, no_backward=True)
-    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, info.device)
+    models, optimizer = loop.build_training(cfg, info, dtype, fsdp=name == "ours")
+    encoder, predictor, target = models["encoder"], models["predictor"], models["target_encoder"]
     ema_t, ema_s = ema_pairs(encoder, target)
 
     def step(video, masks, grid, hp):

@@ -6,7 +6,6 @@
   of an uninterrupted run.
 """
 
-import copy
 import os
 import socket
 
@@ -36,32 +35,23 @@ def _env(rank: int, world: int, port: int) -> None:
 def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: int) -> None:
     _env(rank, world, port)
     from vjepa.data.loader import build_mask_generator
-    from vjepa.distributed import apply_fsdp, init_distributed, shutdown
+    from vjepa.distributed import init_distributed, shutdown
     from vjepa.train.ema import ema_pairs
-    from vjepa.train.loop import build_models
-    from vjepa.train.optim import build_optimizer
+    from vjepa.train.loop import build_training
     from vjepa.train.schedules import hyper
     from vjepa.train.step import grid_of, train_step
 
     cfg = tiny_cfg(out_dir, f"data.batch_size={global_batch // world}", "optim.clip_grad=1.0")
     info = init_distributed("cpu")
-    torch.manual_seed(0)
-    encoder, predictor = build_models(cfg)
-    target = copy.deepcopy(encoder).requires_grad_(False)
-    for m in (encoder, predictor):
-        apply_fsdp(m, m.blocks, info.mesh)
-    apply_fsdp(target, target.blocks, info.mesh, no_backward=True)
-    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, info.device)
+    models, optimizer = build_training(cfg, info, torch.float32)
+    encoder, predictor, target = models["encoder"], models["predictor"], models["target_encoder"]
     ema_t, ema_s = ema_pairs(encoder, target)
     gen = build_mask_generator(cfg)
     b, lo = global_batch // world, rank * (global_batch // world)
     result = {"loss": []}
     for step in range(2):
         video = torch.randn(global_batch, 3, 8, 32, 32, generator=torch.Generator().manual_seed(step))
-        masks = [
-            type(m)(ctx_idx=m.ctx_idx[lo : lo + b], tgt_idx=m.tgt_idx[lo : lo + b], ctx_valid=None, tgt_valid=None)
-            for m in gen(step, global_batch)
-        ]
+        masks = [m.rows(lo, lo + b) for m in gen(step, global_batch)]
         out = train_step(
             encoder=encoder,
             target_encoder=target,

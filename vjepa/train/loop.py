@@ -77,6 +77,26 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
     return MultiMaskEncoder(encoder), predictor
 
 
+def build_training(
+    cfg: Config, info: DistInfo, dtype: torch.dtype, fsdp: bool = True
+) -> tuple[nn.ModuleDict, torch.optim.Optimizer]:
+    """Encoder, predictor and target encoder (an EMA copy of the encoder, no grad, eval mode) on the device,
+    wrapped with FSDP2 per block and root, plus AdamW over encoder and predictor. `fsdp=False` leaves the modules
+    plain (benchmarks only: training always shards)."""
+    torch.manual_seed(cfg.train.seed)
+    encoder, predictor = build_models(cfg)
+    target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+    encoder, predictor, target_encoder = (x.to(info.device) for x in (encoder, predictor, target_encoder))
+    if fsdp:
+        ac, comp = cfg.model.activation_checkpointing, cfg.model.compile
+        for module in (encoder, predictor):
+            apply_fsdp(module, module.blocks, info.mesh, dtype, activation_checkpointing=ac, compile_blocks=comp)
+        apply_fsdp(target_encoder, target_encoder.blocks, info.mesh, dtype, compile_blocks=comp, no_backward=True)
+    target_encoder.eval()
+    models = nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": target_encoder})
+    return models, build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, info.device)
+
+
 def params_finite(module: nn.Module) -> torch.Tensor:
     """True when every local shard of the module's parameters is finite (one fused reduction, no sync)."""
     shards = [local_shard(p) for p in module.parameters()]
@@ -162,19 +182,8 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
     device, dtype = info.device, compute_dtype(cfg, info.device)
 
     # ---- build
-    torch.manual_seed(cfg.train.seed)
-    encoder, predictor = build_models(cfg)
-    target_encoder = copy.deepcopy(encoder)
-    for p in target_encoder.parameters():
-        p.requires_grad_(False)
-    encoder, predictor, target_encoder = (x.to(device) for x in (encoder, predictor, target_encoder))
-    ac, comp = cfg.model.activation_checkpointing, cfg.model.compile
-    for module in (encoder, predictor):
-        apply_fsdp(module, module.blocks, info.mesh, dtype, activation_checkpointing=ac, compile_blocks=comp)
-    apply_fsdp(target_encoder, target_encoder.blocks, info.mesh, dtype, compile_blocks=comp, no_backward=True)
-    target_encoder.eval()
-    models = nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": target_encoder})
-    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, device)
+    models, optimizer = build_training(cfg, info, dtype)
+    encoder, predictor, target_encoder = models["encoder"], models["predictor"], models["target_encoder"]
 
     # ---- resume
     start_step = 0
