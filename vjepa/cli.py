@@ -1,7 +1,8 @@
-"""The `vjepa` command: `vjepa pretrain`, `vjepa synth`.
+"""The `vjepa` command: `vjepa pretrain`, `vjepa synth`, `vjepa data {make-shards,check,convert}`.
 
     vjepa pretrain --config configs/debug/tiny_cpu.yaml train.run_dir=runs/demo optim.lr=1e-3
     vjepa synth --out data/synth --num-videos 64
+    vjepa data check data/synth/train.csv
 
 `pretrain` runs unchanged under `torchrun --nproc_per_node N -m vjepa.cli pretrain ...` (see launch/).
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from vjepa.config import ConfigError, load_config
@@ -40,6 +42,14 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# (subcommand, module with add_arguments(parser) and run(args) -> exit code, help)
+DATA_TOOLS = [
+    ("make-shards", "vjepa.data.make_shards", "pack a CSV list into WebDataset tar shards (optionally re-encoded)"),
+    ("check", "vjepa.data.check", "scan a list, folder or shards; report bad files and write a cleaned list"),
+    ("convert", "vjepa.data.convert", "turn Kinetics/SSv2/UCF-101/HMDB-51/Diving-48 annotations into CSV lists"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vjepa", description="V-JEPA video pretraining")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synth)
+    d = sub.add_parser("data", help="dataset tools: make-shards, check, convert")
+    tools = d.add_subparsers(dest="tool", required=True)
+    for name, module, text in DATA_TOOLS:
+        mod = importlib.import_module(module)
+        t = tools.add_parser(name, help=text, description=mod.__doc__.split("\n\n")[0])
+        mod.add_arguments(t)
+        t.set_defaults(func=mod.run)
     return parser
 
 
