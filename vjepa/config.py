@@ -81,16 +81,34 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """Where clips come from and how they are cut and augmented (DESIGN.md, Data)."""
+class SourceSpec:
+    """One data source of a weighted mix (`data.sources`); see vjepa/data/loader.py for the mixing rules."""
 
-    source: str = "csv"  # csv | synthetic
+    kind: str = "csv"  # csv (a list file) | folder (videos below a folder) | shards (tar shards) | synthetic
+    path: str = ""  # list file | folder | shard list (.txt), glob or brace pattern; unused for synthetic
+    weight: float = 1.0  # share of the clips drawn from this source (normalised over the sources)
+    frames_per_clip: int = 0  # 0: data.frames_per_clip; differing values switch mixing from per sample to per step
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where clips come from and how they are cut and augmented (DESIGN.md, Data; vjepa/data/loader.py)."""
+
+    source: str = "csv"  # csv (the lists in csv_paths, concatenated) | synthetic; ignored when sources is set
     csv_paths: tuple[str, ...] = ()
+    sources: tuple[SourceSpec, ...] = ()  # a weighted mix of lists, folders, shards and synthetic videos
     frames_per_clip: int = 16
-    frame_step: int = 4
+    frame_step: int = 4  # exactly one of frame_step, fps, duration is > 0
+    fps: float = 0.0  # target frame rate: step = round(video fps / fps)
+    duration: float = 0.0  # seconds a clip covers: step = round(duration * video fps / frames_per_clip)
+    repeat: int = 1  # samples per decoded video (repeated sampling amortises decoding); divides batch_size
+    repeat_mode: str = "clips"  # clips (k clips of one decode) | masks (one clip k times, each with its own masks)
+    decoder: str = "decord"  # decord | pyav
     crop_size: int = 224
     batch_size: int = 24  # per process
     num_workers: int = 8
+    timeout: float = 600.0  # seconds without a batch from a loader worker before the run stops (0: wait forever)
+    shard_shuffle: int = 32  # shard sources: shuffle buffer size in samples per loader worker
     random_resize_scale: tuple[float, float] = (0.3, 1.0)
     random_resize_aspect: tuple[float, float] = (0.75, 1.35)
     hflip: float = 0.5
@@ -312,6 +330,8 @@ def validate(cfg: Config) -> None:
     _choice("model.pos_embed", m.pos_embed, ("sincos", "rope"))
     _choice("model.attn_impl", m.attn_impl, ("sdpa", "reference", "flash"))
     _choice("data.source", d.source, ("csv", "synthetic"))
+    _choice("data.decoder", d.decoder, ("decord", "pyav"))
+    _choice("data.repeat_mode", d.repeat_mode, ("clips", "masks"))
     _choice("mask.policy", cfg.mask.policy, ("random", "official", "pad"))
     _choice("optim.schedule", o.schedule, ("cosine", "wsd"))
     _choice("train.dtype", t.dtype, ("auto", "fp32", "bf16"))
@@ -324,8 +344,27 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.frames_per_clip={d.frames_per_clip} must be a multiple of model.tubelet_size")
     if d.crop_size % m.patch_size:
         raise ConfigError(f"data.crop_size={d.crop_size} must be a multiple of model.patch_size={m.patch_size}")
-    if d.source == "csv" and not d.csv_paths:
+    if d.sources and d.csv_paths:
+        raise ConfigError("data.csv_paths and data.sources are both set: list the CSV files as sources instead")
+    if not d.sources and d.source == "csv" and not d.csv_paths:
         raise ConfigError("data.csv_paths: give at least one CSV list for data.source=csv (or use synthetic)")
+    for i, src in enumerate(d.sources):
+        _choice(f"data.sources.{i}.kind", src.kind, ("csv", "folder", "shards", "synthetic"))
+        if src.kind != "synthetic" and not src.path:
+            raise ConfigError(f"data.sources.{i}.path: a {src.kind} source needs a path")
+        if not src.weight > 0:
+            raise ConfigError(f"data.sources.{i}.weight must be > 0, got {src.weight}")
+        fpc = src.frames_per_clip or d.frames_per_clip
+        if src.frames_per_clip < 0 or fpc % m.tubelet_size:
+            raise ConfigError(f"data.sources.{i}.frames_per_clip={fpc} must be a multiple of model.tubelet_size")
+    given = [k for k in ("frame_step", "fps", "duration") if getattr(d, k) > 0]
+    if len(given) != 1:
+        raise ConfigError(
+            f"data: give exactly one of frame_step, fps, duration (> 0, the others 0), got {given or 'none'}"
+            " (e.g. data.frame_step=0 data.fps=8)"
+        )
+    if d.repeat < 1 or d.batch_size % d.repeat:
+        raise ConfigError(f"data.repeat={d.repeat} must be >= 1 and divide data.batch_size={d.batch_size}")
     if o.total_steps <= 0 or o.warmup_steps < 0 or o.warmup_steps > o.total_steps:
         raise ConfigError("optim.warmup_steps must lie in [0, optim.total_steps] and total_steps > 0")
     if o.schedule == "wsd" and o.warmup_steps + o.cooldown_steps > o.total_steps:

@@ -1,149 +1,359 @@
-"""Step-indexed sampling and the training DataLoader.
+"""The training data stream: weighted mixing of sources, repeated sampling, masks, and the DataLoader.
 
-The data stream is a pure function of (seed, global step, rank): sample number n = step * G + rank * b + j
-(G global batch, b per-rank batch) is video perm_e[n mod L] of epoch e = n // L, where perm_e is a permutation
-seeded by (seed, e); its clip position and crop are drawn from (seed, index, e) inside the dataset. Ranks take
-contiguous slices of the global batch, so 1 process with batch G sees exactly the samples of W processes with
-batch G / W. Masks are drawn for the whole global batch from (seed, step) and sliced per rank, so they too are
-independent of the world size and of the number of loader workers. Resuming at step k rebuilds the stream from
-k: nothing is replayed and the "data position" of a checkpoint is just its step.
+Sources (`data.sources`, or the shorthand `data.source` + `data.csv_paths`): CSV lists, folders and the
+synthetic videos are *list* sources (finite, indexable); tar shards are *stream* sources (vjepa/data/shards.py).
+
+Units. Each global step draws U = G / k units (G global batch, k = data.repeat); a unit is one decoded video that
+gives k samples: k clips of one decoder pass (repeat_mode "clips") or one clip k times, each row with its own
+masks (repeat_mode "masks"). Ranks take contiguous slices of U / W units, so the k samples of a video stay on one
+rank and one loader worker, and one process with batch G sees exactly the samples of W processes with batch G / W.
+
+Mixing. `mix_counts` apportions the units of every step to the sources by weight, sequentially, so the units any
+source has received after step s never differ from s * U * weight by one unit or more (exact proportions, no
+randomness). When all sources share frames_per_clip the units of a step mix sources (per-sample mixing; the units
+are then shuffled from (seed, step) so every rank gets a mix); when they differ, a whole step comes from one
+source (per-step mixing, U = 1 in the apportionment), since a batch holds clips of one length.
+
+Determinism and resume. List source j hands out its units in order: unit number n is video perm_e[n mod L] of
+epoch e = n // L, perm_e a permutation seeded from (seed, e) for the first source and (seed, j, e) for the others;
+clip positions and crops come from (seed, video, e) inside the dataset. So for list sources the stream is a pure
+function of (seed, step): independent of the number of loader workers and of the world size, and resuming at step
+s rebuilds it from s (the data position of a checkpoint is its step). Stream (shard) sources are epoch-less
+resampled streams: loader worker w of rank r reads its own share of the shards (shard i belongs to stream
+r * workers + w modulo the number of streams, when there are at least as many shards as streams; otherwise every
+stream uses all shards), picks shards at random with replacement, and shuffles samples through a buffer of
+`data.shard_shuffle`. The stream is seeded from (seed, source, rank, worker, start step): a run resumed at step s
+draws a fresh, statistically equivalent stream: no sample is replayed on purpose, but it is not the stream the
+uninterrupted run would have read, and it changes with the number of workers and ranks.
+
+Workers. The loader is an IterableDataset: worker w of n produces the batches of steps start + w, start + w + n, ...
+and the DataLoader returns them in step order. Masks are drawn in the worker for the global batch from (seed, step)
+and sliced per rank. A worker that dies is reported by the DataLoader (RuntimeError naming the worker); a worker that
+hangs stops the run after `data.timeout` seconds.
+
+Shape legend: G global batch, b per-rank batch, k repeat, U units per step, C channels, T frames, S crop size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import tarfile
+from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vjepa.config import Config
+from vjepa.config import Config, SourceSpec
+from vjepa.data.shards import expand_shard_pattern, iter_tar_samples, sample_label, sample_media
+from vjepa.data.transforms import Transform
+from vjepa.data.video import BadFileTracker, ClipSampling, UnusableVideo, load_clips
 from vjepa.masks.collator import MaskGenerator
-from vjepa.seeding import derive_seed
+from vjepa.seeding import derive_seed, make_generator
 
 
-class StepBatchSampler(Sampler[list[tuple[int, int, int]]]):
-    """Yields, for each global step from `start_step`, this rank's keys (index, draw, step)."""
+def mix_counts(weights: Sequence[float], units_per_step: int, num_steps: int) -> torch.Tensor:
+    """Cumulative units per source before each step: int64 [num_steps + 1, K], row s sums to s * units_per_step.
 
-    def __init__(
-        self, *, num_videos: int, batch_size: int, rank: int, world_size: int, seed: int, start_step: int, end_step: int
-    ) -> None:
-        if num_videos <= 0:
-            raise ValueError("the dataset is empty")
-        self.n, self.b, self.rank, self.world = num_videos, batch_size, rank, world_size
-        self.seed, self.start, self.end = seed, start_step, end_step
+    Sequential apportionment: each step first gives every source the whole part of its share, then the leftover
+    units to the sources furthest behind their cumulative target (ties to the lower index)."""
+    w = torch.tensor(weights, dtype=torch.float64)
+    if w.dim() != 1 or len(w) == 0 or not bool((w > 0).all()):
+        raise ValueError(f"mixing weights must be positive, got {list(weights)}")
+    w = w / w.sum()
+    k, share = len(w), w.tolist()
+    if k == 1:
+        return (torch.arange(num_steps + 1, dtype=torch.int64) * units_per_step).unsqueeze(1)
+    base = [int(units_per_step * share[j]) for j in range(k)]
+    rows, have = [[0] * k], [0] * k
+    for s in range(num_steps):
+        give = [have[j] + base[j] for j in range(k)]
+        behind = [(s + 1) * units_per_step * share[j] - give[j] for j in range(k)]
+        for j in sorted(range(k), key=lambda j: (-behind[j], j))[: units_per_step - sum(base)]:
+            give[j] += 1
+        rows.append(give)
+        have = give
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+class ListSource:
+    """A finite, indexable source: a map-style dataset with keys (index, draw) (VideoDataset, synthetic)."""
+
+    def __init__(self, dataset, *, index: int, seed: int, frames_per_clip: int) -> None:
+        self.dataset, self.index, self.seed, self.frames_per_clip = dataset, index, seed, frames_per_clip
         self._perm_epoch, self._perm = -1, None
-
-    def _perm_for(self, epoch: int) -> torch.Tensor:
-        if epoch != self._perm_epoch:
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
-            self._perm, self._perm_epoch = torch.randperm(self.n, generator=gen), epoch
-        return self._perm
-
-    def keys(self, step: int) -> list[tuple[int, int, int]]:
-        first = step * self.b * self.world + self.rank * self.b
-        out = []
-        for n in range(first, first + self.b):
-            epoch, pos = divmod(n, self.n)
-            out.append((int(self._perm_for(epoch)[pos]), epoch, step))
-        return out
-
-    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
-        for step in range(self.start, self.end):
-            yield self.keys(step)
-
-    def __len__(self) -> int:
-        return max(0, self.end - self.start)
-
-
-class StepDataset(Dataset):
-    """Adds the global step to each sample of a dataset indexed by (index, draw)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> dict:
-        index, draw, step = key
-        sample = dict(self.dataset[(index, draw)])
-        sample["step"] = step
-        return sample
+    def _video_of(self, n: int) -> tuple[int, int]:
+        epoch, pos = divmod(n, len(self.dataset))
+        if epoch != self._perm_epoch:
+            key = (self.seed, "order", epoch) if self.index == 0 else (self.seed, "order", self.index, epoch)
+            gen = torch.Generator().manual_seed(derive_seed(*key))
+            self._perm, self._perm_epoch = torch.randperm(len(self.dataset), generator=gen), epoch
+        return int(self._perm[pos]), epoch
+
+    def unit(self, n: int, k: int, mode: str, ctx: _WorkerContext) -> list[tuple[torch.Tensor, int]]:
+        """The k samples (clip float [C, T, S, S], label) of unit number n."""
+        index, draw = self._video_of(n)
+        ds = self.dataset
+        if k == 1 or mode == "masks":
+            item = ds[(index, draw)]
+            return [(item["video"], item["label"])] * k
+        if hasattr(ds, "load"):  # VideoDataset: k clips from one decoder pass
+            clips, i, gen = ds.load(index, draw, k)
+            label = ds.samples[i][1]
+            return [(ds.finish(c, gen), label) for c in clips]
+        items = [ds[(index, draw * k + r)] for r in range(k)]  # synthetic: rendering is the cost anyway
+        return [(it["video"], it["label"]) for it in items]
 
 
-class GlobalMaskCollator:
-    """Stacks clips and draws masks for the global batch at the step, keeping this rank's slice."""
+class _WorkerContext:
+    """Where the current iterator runs: rank, loader worker, number of streams, and the start step."""
 
-    def __init__(self, generator: MaskGenerator, *, rank: int, world_size: int) -> None:
-        self.generator, self.rank, self.world = generator, rank, world_size
+    def __init__(self, *, rank: int, world_size: int, start_step: int) -> None:
+        info = get_worker_info()
+        self.worker, self.num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        self.rank, self.world_size, self.start_step = rank, world_size, start_step
+        self.stream_id = rank * self.num_workers + self.worker
+        self.num_streams = world_size * self.num_workers
 
-    def __call__(self, samples: list[dict]) -> dict:
-        step = samples[0]["step"]
-        if any(s["step"] != step for s in samples):
-            raise ValueError("a batch mixes samples of different steps")
+
+class ShardSource:
+    """An epoch-less resampled stream of samples from tar shards (see the module docstring)."""
+
+    def __init__(
+        self,
+        pattern: str,
+        *,
+        index: int,
+        seed: int,
+        sampling: ClipSampling,
+        transform: Transform,
+        backend: str,
+        shuffle_buffer: int,
+        max_bad_fraction: float,
+    ) -> None:
+        self.shards = expand_shard_pattern(pattern)
+        self.pattern, self.index, self.seed, self.sampling = pattern, index, seed, sampling
+        self.frames_per_clip = sampling.frames_per_clip
+        self.transform, self.backend, self.shuffle_buffer = transform, backend, max(1, shuffle_buffer)
+        self.tracker = BadFileTracker(max_bad_fraction=max_bad_fraction)
+        self._samples: Iterator | None = None
+        self._count = 0
+
+    def _stream(self, ctx: _WorkerContext) -> Iterator[tuple[str, int, str, bytes]]:
+        """(name, label, media extension, media bytes) forever, from this worker's shards."""
+        enough = len(self.shards) >= ctx.num_streams
+        mine = self.shards[ctx.stream_id :: ctx.num_streams] if enough else self.shards
+        key = (self.seed, "shards", self.index, ctx.rank, ctx.worker, ctx.start_step)
+        gen = torch.Generator().manual_seed(derive_seed(*key))
+        buffer: list[tuple[str, int, str, bytes]] = []
+        failed_in_a_row = 0
+        while True:
+            shard = mine[int(torch.randint(len(mine), (), generator=gen))]
+            try:
+                for name, parts in iter_tar_samples(shard):
+                    where = f"{shard}::{name}"
+                    try:
+                        ext, data = sample_media(name, parts, shard)
+                        label = sample_label(name, parts, shard)
+                    except ValueError as err:
+                        self.tracker.attempt()
+                        self.tracker.record(where, str(err))
+                        continue
+                    buffer.append((where, label, ext, data))
+                    if len(buffer) >= self.shuffle_buffer:
+                        yield buffer.pop(int(torch.randint(len(buffer), (), generator=gen)))
+                failed_in_a_row = 0
+            except (OSError, EOFError, tarfile.TarError, ValueError) as err:  # corrupt or truncated shard
+                self.tracker.attempt()
+                self.tracker.record(shard, f"unreadable shard: {type(err).__name__}: {err}")
+                failed_in_a_row += 1
+                if failed_in_a_row > 4 * len(mine):
+                    raise RuntimeError(self.tracker.summary(f"no readable shard in {self.pattern}")) from err
+
+    def unit(self, n: int, k: int, mode: str, ctx: _WorkerContext) -> list[tuple[torch.Tensor, int]]:
+        if self._samples is None:
+            self._samples = self._stream(ctx)
+        while True:
+            where, label, ext, data = next(self._samples)
+            self._count += 1
+            key = (self.seed, "shard-sample", self.index, ctx.rank, ctx.worker, ctx.start_step, self._count)
+            gen = make_generator(*key)
+            clips_wanted = k if mode == "clips" else 1
+            self.tracker.attempt()
+            try:
+                clips = load_clips(
+                    data, name=f"x.{ext}", sampling=self.sampling, num_clips=clips_wanted, gen=gen, backend=self.backend
+                )
+            except UnusableVideo as err:
+                self.tracker.record(where, str(err))
+                continue
+            videos = [self.transform(c, gen) for c in clips]
+            return [(v, label) for v in videos] if mode == "clips" else [(videos[0], label)] * k
+
+
+class TrainStream(IterableDataset):
+    """Batches {"video" [b, C, T, S, S], "label" [b], "step", "masks"} for steps [start_step, end_step)."""
+
+    def __init__(
+        self,
+        *,
+        sources: Sequence[ListSource | ShardSource],
+        weights: Sequence[float],
+        batch_size: int,
+        repeat: int,
+        repeat_mode: str,
+        rank: int,
+        world_size: int,
+        seed: int,
+        start_step: int,
+        end_step: int,
+        mask_generators: dict[int, MaskGenerator],
+    ) -> None:
+        if batch_size % repeat:
+            raise ValueError(f"repeat={repeat} must divide the per-rank batch size {batch_size}")
+        self.sources, self.batch_size, self.repeat, self.mode = list(sources), batch_size, repeat, repeat_mode
+        self.rank, self.world, self.seed = rank, world_size, seed
+        self.start, self.end = start_step, end_step
+        self.mask_generators = mask_generators
+        self.units_per_rank = batch_size // repeat
+        self.units_per_step = self.units_per_rank * world_size  # U
+        self.per_step = len({s.frames_per_clip for s in self.sources}) > 1
+        self.counts = mix_counts(weights, 1 if self.per_step else self.units_per_step, end_step)
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def step_units(self, step: int) -> list[tuple[int, int]]:
+        """(source, unit number) of the U units of a step, in global batch order."""
+        before, after = self.counts[step], self.counts[step + 1]
+        if self.per_step:
+            j = int(torch.nonzero(after - before)[0])
+            first = int(before[j]) * self.units_per_step
+            return [(j, first + u) for u in range(self.units_per_step)]
+        units = [(j, n) for j in range(len(self.sources)) for n in range(int(before[j]), int(after[j]))]
+        if len(self.sources) > 1:
+            order = torch.randperm(len(units), generator=make_generator(self.seed, "mix", step)).tolist()
+            units = [units[i] for i in order]
+        return units
+
+    def batch(self, step: int, ctx: _WorkerContext) -> dict:
+        units = self.step_units(step)[self.rank * self.units_per_rank : (self.rank + 1) * self.units_per_rank]
+        samples = [s for j, n in units for s in self.sources[j].unit(n, self.repeat, self.mode, ctx)]
+        video = torch.stack([v for v, _ in samples])  # [b, C, T, S, S]
+        label = torch.tensor([lab for _, lab in samples])
         b = len(samples)
-        video = torch.stack([s["video"] for s in samples])  # [b, C, T, H, W]
-        label = torch.tensor([s["label"] for s in samples])
-        lo, hi = self.rank * b, (self.rank + 1) * b
-        masks = [m.rows(lo, hi) for m in self.generator(step, b * self.world, rank=0)]
+        gen = self.mask_generators[video.shape[2]]
+        masks = [m.rows(self.rank * b, (self.rank + 1) * b) for m in gen(step, b * self.world, rank=0)]
         return {"video": video, "label": label, "step": step, "masks": masks}
 
+    def __iter__(self) -> Iterator[dict]:
+        ctx = _WorkerContext(rank=self.rank, world_size=self.world, start_step=self.start)
+        for step in range(self.start + ctx.worker, self.end, ctx.num_workers):
+            yield self.batch(step, ctx)
 
-def build_dataset(cfg: Config, seed: int) -> Dataset:
+
+def source_specs(cfg: Config) -> list[SourceSpec]:
+    """data.sources, or the shorthand data.source / data.csv_paths as one source."""
+    d = cfg.data
+    if d.sources:
+        return list(d.sources)
+    if d.source == "synthetic":
+        return [SourceSpec(kind="synthetic")]
+    return [SourceSpec(kind="csv", path=os.pathsep.join(d.csv_paths))]  # several lists: one concatenated source
+
+
+def build_transform(cfg: Config) -> Transform:
     from vjepa.data.transforms import VideoTransform
 
     d = cfg.data
-    transform = VideoTransform(
+    return VideoTransform(
         crop_size=d.crop_size, scale=d.random_resize_scale, ratio=d.random_resize_aspect, hflip=d.hflip
     )
-    if d.source == "synthetic":
+
+
+def build_source(spec: SourceSpec, index: int, cfg: Config) -> ListSource | ShardSource:
+    d, seed = cfg.data, cfg.train.seed
+    fpc = spec.frames_per_clip or d.frames_per_clip
+    transform = build_transform(cfg)
+    if spec.kind == "synthetic":
         from vjepa.data.synthetic import SyntheticVideoDataset
 
         size = d.synthetic_size or d.crop_size * 8 // 7
-        return SyntheticVideoDataset(
-            num_videos=d.synthetic_videos, num_frames=d.frames_per_clip, size=size, seed=seed, transform=transform
+        ds = SyntheticVideoDataset(
+            num_videos=d.synthetic_videos, num_frames=fpc, size=size, seed=seed, transform=transform
+        )
+        return ListSource(ds, index=index, seed=seed, frames_per_clip=fpc)
+    sampling = ClipSampling(frames_per_clip=fpc, frame_step=d.frame_step, fps=d.fps, duration=d.duration)
+    if spec.kind == "shards":
+        return ShardSource(
+            spec.path,
+            index=index,
+            seed=seed,
+            sampling=sampling,
+            transform=transform,
+            backend=d.decoder,
+            shuffle_buffer=d.shard_shuffle,
+            max_bad_fraction=d.max_bad_fraction,
         )
     from vjepa.data.video import VideoDataset
 
-    return VideoDataset(
-        csv_paths=list(d.csv_paths),
-        frames_per_clip=d.frames_per_clip,
+    paths = spec.path.split(os.pathsep)
+    ds = VideoDataset(
+        csv_paths=paths if spec.kind == "csv" else (),
+        folders=paths if spec.kind == "folder" else (),
+        frames_per_clip=fpc,
         frame_step=d.frame_step,
-        num_clips=1,
+        fps=d.fps,
+        duration=d.duration,
         transform=transform,
+        backend=d.decoder,
         max_bad_fraction=d.max_bad_fraction,
         seed=seed,
     )
+    return ListSource(ds, index=index, seed=seed, frames_per_clip=fpc)
 
 
-def build_mask_generator(cfg: Config) -> MaskGenerator:
+def build_mask_generator(cfg: Config, frames_per_clip: int | None = None) -> MaskGenerator:
     grid = (
-        cfg.data.frames_per_clip // cfg.model.tubelet_size,
+        (frames_per_clip or cfg.data.frames_per_clip) // cfg.model.tubelet_size,
         cfg.data.crop_size // cfg.model.patch_size,
         cfg.data.crop_size // cfg.model.patch_size,
     )
     return MaskGenerator(grid=grid, specs=cfg.mask.families, policy=cfg.mask.policy, seed=cfg.train.seed)
 
 
-def build_loader(cfg: Config, *, rank: int, world_size: int, start_step: int, end_step: int) -> DataLoader:
-    """The training loader: one batch per global step in [start_step, end_step)."""
-    dataset = StepDataset(build_dataset(cfg, cfg.train.seed))
-    sampler = StepBatchSampler(
-        num_videos=len(dataset),
+def build_stream(cfg: Config, *, rank: int, world_size: int, start_step: int, end_step: int) -> TrainStream:
+    specs = source_specs(cfg)
+    sources = [build_source(spec, j, cfg) for j, spec in enumerate(specs)]
+    generators = {s.frames_per_clip: build_mask_generator(cfg, s.frames_per_clip) for s in sources}
+    return TrainStream(
+        sources=sources,
+        weights=[spec.weight for spec in specs],
         batch_size=cfg.data.batch_size,
+        repeat=cfg.data.repeat,
+        repeat_mode=cfg.data.repeat_mode,
         rank=rank,
         world_size=world_size,
         seed=cfg.train.seed,
         start_step=start_step,
         end_step=end_step,
+        mask_generators=generators,
     )
-    workers = cfg.data.num_workers
+
+
+def build_loader(cfg: Config, *, rank: int, world_size: int, start_step: int, end_step: int) -> DataLoader:
+    """The training loader: one batch per global step in [start_step, end_step)."""
+    stream = build_stream(cfg, rank=rank, world_size=world_size, start_step=start_step, end_step=end_step)
+    workers = min(cfg.data.num_workers, max(1, len(stream)))
     return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=GlobalMaskCollator(build_mask_generator(cfg), rank=rank, world_size=world_size),
+        stream,
+        batch_size=None,
         num_workers=workers,
         pin_memory=cfg.data.pin_memory and torch.cuda.is_available(),
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        timeout=cfg.data.timeout if workers > 0 else 0,
     )

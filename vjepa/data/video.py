@@ -1,26 +1,32 @@
-"""Video dataset over CSV lists, decoded with decord, robust to bad files.
+"""Video datasets over CSV lists and folders, clip sampling, decoding through a chosen backend, bad-file safety.
 
-CSV format (official V-JEPA): one sample per line, `<path> <integer label>`, separated by whitespace, no header.
-The line is split at its last whitespace run, so paths may contain spaces (the official pandas reader cannot do
-that). Relative paths are resolved against the folder of the CSV file (the official code resolves them against
-the working directory). Blank lines are ignored; any other malformed line is a ValueError naming file:line.
+CSV format (official V-JEPA): one sample per line, `<path> <integer label>`, no header. The separator is either
+whitespace (the line is split at its last whitespace run, so paths may contain spaces; the official pandas reader
+cannot do that) or `::` (`<path>::<label>`, which the official V-JEPA 2 reader also accepts). Relative paths are
+resolved against the folder of the CSV file (the official code resolves them against the working directory).
+Blank lines are ignored; any other malformed line is a ValueError naming file:line. A path with an image
+extension (.jpg, .png, ...) is a still image, repeated to a clip (V-JEPA 2 mixes images into pretraining).
+A folder source lists the media files below it (sorted); the label is the index of the first-level subfolder
+among the sorted subfolder names (class folders), 0 for files directly in the folder.
 
-Clip sampling: a clip is frames_per_clip frames at frame_step, i.e. frame indices start + k * frame_step; it spans
-(frames_per_clip - 1) * frame_step + 1 frames (the official code needs frames_per_clip * frame_step frames and
-spaces frames with linspace, so its step is slightly above frame_step). Videos shorter than the span are unusable
-(like the official code, no padding). With num_clips = n > 1 the range of valid starts [0, len - span] is cut into
-n equal segments and each clip starts uniformly at random inside its own segment (evenly spaced, random within;
-clips may overlap for short videos), and a list of n clips is returned, each with its own transform draw.
+Clip sampling (`ClipSampling`): frames_per_clip frames at a frame step given in exactly one of three ways:
+frame_step (frames), fps (target frame rate: step = round(video fps / fps)) or duration (seconds covered by the
+clip: step = round(duration * video fps / frames_per_clip)); the step is at least 1. A clip's frame indices are
+start + k * step; it spans (frames_per_clip - 1) * step + 1 frames (the official code needs frames_per_clip *
+step frames and spaces frames with linspace, so its step is slightly above frame_step). Videos shorter than the
+span are unusable (like the official code, no padding). With num_clips = n > 1 the range of valid starts
+[0, len - span] is cut into n equal segments and each clip starts uniformly at random inside its own segment
+(evenly spaced, random within; clips may overlap for short videos); all n clips come from one decoder pass.
 
-Bad files (missing, unreadable, truncated, too short): __getitem__ moves on to the next index (index + 1 mod len,
-same draw, seeded from the index actually used) and reports that index in "index". Each bad hit is counted; the
-first few distinct files are named in warnings, and once at least `min_attempts` loads were attempted and the
-bad fraction exceeds max_bad_fraction a RuntimeError names the files. A file found bad is remembered and counts as
-bad again without being re-decoded. The official code retries a random other index and never gives up.
-Counters (num_attempts, num_bad, bad_files) live in the dataset object, so with DataLoader workers each worker
-process counts its own share: the threshold is applied per worker.
+Bad files (missing, zero-byte, unreadable, truncated, too short): __getitem__ moves on to the next index (index + 1
+mod len, same draw, seeded from the index actually used) and reports that index in "index". Each bad hit is
+counted; the first few distinct files are named in warnings, and once at least `min_attempts` loads were attempted
+and the bad fraction exceeds max_bad_fraction a RuntimeError names the files. A file found bad is remembered and
+counts as bad again without being re-decoded. The official code retries a random other index and never gives up.
+Counters (num_attempts, num_bad, bad_files) live in the object, so with DataLoader workers each worker process
+counts its own share: the threshold is applied per worker (`BadFileTracker`, shared with the shard streams).
 
-Shape legend: T = frames_per_clip, H, W decoded size, C = 3, S = crop size of the transform.
+Shape legend: T = frames_per_clip, H, W decoded size, C = 3, S crop size of the transform.
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vjepa.data.shards import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS
 from vjepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_clip
 from vjepa.seeding import make_generator
 
@@ -40,6 +48,12 @@ MAX_NAMED_WARNINGS = 5  # distinct bad files named in warnings before going quie
 
 class UnusableVideo(Exception):
     """A video that cannot give a clip: missing, undecodable, or too short."""
+
+
+def _split_list_line(line: str) -> list[str]:
+    if "::" in line:
+        return [part.strip() for part in line.rsplit("::", 1)]
+    return line.rsplit(maxsplit=1)
 
 
 def read_csv_list(csv_path: str | os.PathLike) -> list[tuple[str, int, int]]:
@@ -54,8 +68,8 @@ def read_csv_list(csv_path: str | os.PathLike) -> list[tuple[str, int, int]]:
             line = raw.strip()
             if not line:
                 continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2:
+            parts = _split_list_line(line)
+            if len(parts) != 2 or not parts[0]:
                 raise ValueError(f"{csv_path}:{lineno}: expected '<path> <integer label>', got {line!r}")
             path, label_str = parts
             try:
@@ -67,6 +81,59 @@ def read_csv_list(csv_path: str | os.PathLike) -> list[tuple[str, int, int]]:
     return samples
 
 
+def read_folder(folder: str | os.PathLike) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """Media files below a folder as (path, label, 0) rows, and the class names (sorted first-level subfolders)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"video folder not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    index = {name: i for i, name in enumerate(classes)}
+    rows = []
+    for p in files:
+        parts = p.relative_to(root).parts
+        rows.append((str(p.resolve()), index[parts[0]] if len(parts) > 1 else 0, 0))
+    if not rows:
+        raise ValueError(f"no media files ({', '.join(MEDIA_EXTENSIONS)}) under {root}")
+    return rows, classes
+
+
+def is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipSampling:
+    """How a clip is cut: frames_per_clip frames at a step given by exactly one of frame_step, fps, duration."""
+
+    frames_per_clip: int = 16
+    frame_step: int = 4
+    fps: float = 0.0
+    duration: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.frames_per_clip < 1:
+            raise ValueError(f"frames_per_clip must be >= 1, got {self.frames_per_clip}")
+        given = [name for name in ("frame_step", "fps", "duration") if getattr(self, name) > 0]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of frame_step, fps, duration (> 0; set the others to 0), got {given or 'none'}"
+            )
+
+    def step_for(self, video_fps: float) -> int:
+        """Frame step for a video of this frame rate."""
+        if self.frame_step > 0:
+            return self.frame_step
+        if video_fps <= 0:
+            raise UnusableVideo("unknown frame rate; use a fixed frame_step for this source")
+        if self.fps > 0:
+            return max(1, round(video_fps / self.fps))
+        return max(1, round(self.duration * video_fps / self.frames_per_clip))
+
+    def span(self, step: int) -> int:
+        return (self.frames_per_clip - 1) * step + 1
+
+
 def clip_starts(num_frames: int, span: int, num_clips: int, gen: torch.Generator) -> list[int]:
     """Start frame of each clip: one uniform draw inside each of num_clips equal segments of [0, num_frames - span]."""
     room = num_frames - span + 1  # number of valid starts
@@ -74,100 +141,83 @@ def clip_starts(num_frames: int, span: int, num_clips: int, gen: torch.Generator
     return [min(room - 1, int((k + u[k]) * room / num_clips)) for k in range(num_clips)]
 
 
-class VideoDataset:
-    """Map-style dataset over one or more CSV lists; keys are (index, draw).
+def load_clips(
+    src: str | bytes,
+    *,
+    name: str,
+    sampling: ClipSampling,
+    num_clips: int,
+    gen: torch.Generator,
+    backend: str = "decord",
+) -> list[torch.Tensor]:
+    """Decode num_clips clips of one video or image (path or bytes): list of uint8 [T, H, W, C].
 
-    Returns {"video": float [C, T, S, S] (or a list of num_clips of them), "label": int, "index": int}.
-    """
+    name: the file name (its extension tells images from videos; used in messages). Raises UnusableVideo."""
+    from vjepa.data.decoders import DecodeError, open_video, read_image
 
-    def __init__(
-        self,
-        *,
-        csv_paths: Sequence[str | os.PathLike],
-        frames_per_clip: int = 16,
-        frame_step: int = 4,
-        num_clips: int = 1,
-        transform: Transform | None = None,
-        max_bad_fraction: float = 0.05,
-        seed: int = 0,
-        min_attempts: int = 20,
-    ) -> None:
-        """transform(frames uint8 [T, H, W, C], gen) -> float [C, T, S, S]; None gives the ImageNet-normalised
-        clip at its decoded size. min_attempts: loads attempted before max_bad_fraction is enforced."""
-        if isinstance(csv_paths, (str, os.PathLike)):
-            raise TypeError("csv_paths must be a sequence of paths, not a single path")
-        if frames_per_clip < 1 or frame_step < 1 or num_clips < 1:
-            raise ValueError(
-                f"need frames_per_clip, frame_step, num_clips >= 1, got {frames_per_clip}, {frame_step}, {num_clips}"
-            )
+    t = sampling.frames_per_clip
+    if isinstance(src, str):
+        if not os.path.isfile(src):
+            raise UnusableVideo("file not found")
+        if os.path.getsize(src) == 0:
+            raise UnusableVideo("empty file (0 bytes)")
+    elif len(src) == 0:
+        raise UnusableVideo("empty file (0 bytes)")
+    if is_image(name):
+        try:
+            image = read_image(src)  # [H, W, C]
+        except DecodeError as err:
+            raise UnusableVideo(f"image decoding failed: {err}") from err
+        return [image.unsqueeze(0).expand(t, -1, -1, -1).contiguous() for _ in range(num_clips)]  # [T, H, W, C]
+    try:
+        with open_video(src, backend=backend) as vr:
+            step = sampling.step_for(vr.fps)
+            span = sampling.span(step)
+            if vr.num_frames < span:
+                raise UnusableVideo(
+                    f"too short: {vr.num_frames} frames, a clip of {t} frames at step {step} needs {span}"
+                )
+            starts = clip_starts(vr.num_frames, span, num_clips, gen)
+            offsets = torch.arange(t) * step
+            indices = torch.cat([s + offsets for s in starts])  # [num_clips * T]
+            frames = vr.get_frames(indices.tolist())  # [num_clips * T, H, W, C]
+    except DecodeError as err:
+        raise UnusableVideo(f"decoding failed: {err}") from err
+    expected = num_clips * t
+    if frames.dim() != 4 or frames.shape[0] != expected or frames.shape[-1] != 3:
+        raise UnusableVideo(f"decoder returned shape {tuple(frames.shape)}, expected [{expected}, H, W, 3]")
+    return list(frames.split(t))
+
+
+class BadFileTracker:
+    """Counts load attempts and bad files of one process; warns for the first few; raises past the threshold."""
+
+    def __init__(self, *, max_bad_fraction: float, min_attempts: int = 20) -> None:
         if not 0 <= max_bad_fraction <= 1:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
-        self.csv_paths = [str(p) for p in csv_paths]
-        self.samples: list[tuple[str, int]] = []
-        self.origins: list[tuple[str, int]] = []  # (csv path, line number) of each sample
-        self.source_ranges: list[range] = []  # sample indices of each CSV, for weighted mixing
-        for csv_path in self.csv_paths:
-            rows = read_csv_list(csv_path)
-            start = len(self.samples)
-            self.samples.extend((path, label) for path, label, _ in rows)
-            self.origins.extend((csv_path, lineno) for _, _, lineno in rows)
-            self.source_ranges.append(range(start, len(self.samples)))
-        if not self.samples:
-            raise ValueError(f"no samples in {self.csv_paths}")
-        self.frames_per_clip = frames_per_clip
-        self.frame_step = frame_step
-        self.num_clips = num_clips
-        self.span = (frames_per_clip - 1) * frame_step + 1
-        self.transform = transform
-        self.max_bad_fraction = max_bad_fraction
-        self.min_attempts = min_attempts
-        self.seed = seed
-        # Per-process counters (each DataLoader worker holds its own copy).
+        self.max_bad_fraction, self.min_attempts = max_bad_fraction, min_attempts
         self.num_attempts = 0
         self.num_bad = 0
-        self.bad_files: dict[str, str] = {}  # path -> reason, in the order found
+        self.bad_files: dict[str, str] = {}  # name -> reason, in the order found
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    def attempt(self) -> None:
+        self.num_attempts += 1
 
-    def _load_frames(self, path: str, gen: torch.Generator) -> list[torch.Tensor]:
-        """Decode the clips of one video: list of num_clips uint8 [T, H, W, C]; raises UnusableVideo."""
-        import decord  # imported here: decord is only needed when real videos are read
+    def known_bad(self, name: str) -> str | None:
+        return self.bad_files.get(name)
 
-        if not os.path.isfile(path):
-            raise UnusableVideo("file not found")
-        try:
-            vr = decord.VideoReader(path, num_threads=1, ctx=decord.cpu(0))
-            num_frames = len(vr)
-            if num_frames < self.span:
-                raise UnusableVideo(
-                    f"too short: {num_frames} frames, a clip of {self.frames_per_clip} frames at step "
-                    f"{self.frame_step} needs {self.span}"
-                )
-            starts = clip_starts(num_frames, self.span, self.num_clips, gen)
-            offsets = torch.arange(self.frames_per_clip) * self.frame_step
-            indices = torch.cat([s + offsets for s in starts])  # [num_clips * T]
-            frames = torch.from_numpy(vr.get_batch(indices.tolist()).asnumpy())  # [num_clips * T, H, W, C]
-        except (RuntimeError, OSError, ValueError, decord.DECORDError) as err:
-            raise UnusableVideo(f"decoding failed: {type(err).__name__}: {str(err).strip()[:200]}") from err
-        expected = self.num_clips * self.frames_per_clip
-        if frames.dim() != 4 or frames.shape[0] != expected or frames.shape[-1] != 3:
-            raise UnusableVideo(f"decoder returned shape {tuple(frames.shape)}, expected [{expected}, H, W, 3]")
-        return list(frames.split(self.frames_per_clip))
-
-    def _record_bad(self, index: int, reason: str) -> None:
-        path = self.samples[index][0]
+    def record(self, name: str, reason: str, where: str = "") -> None:
         self.num_bad += 1
-        if path not in self.bad_files:
-            self.bad_files[path] = reason
+        if name not in self.bad_files:
+            self.bad_files[name] = reason
             if len(self.bad_files) <= MAX_NAMED_WARNINGS:
-                csv_path, lineno = self.origins[index]
                 more = " (further bad files are counted silently)" if len(self.bad_files) == MAX_NAMED_WARNINGS else ""
-                warnings.warn(f"skipping video {path} ({csv_path}:{lineno}): {reason}{more}", stacklevel=3)
+                at = f" ({where})" if where else ""
+                warnings.warn(f"skipping video {name}{at}: {reason}{more}", stacklevel=3)
         if self.num_attempts >= self.min_attempts and self.num_bad > self.max_bad_fraction * self.num_attempts:
-            raise RuntimeError(self._bad_summary("too many unusable videos"))
+            raise RuntimeError(self.summary("too many unusable videos"))
 
-    def _bad_summary(self, what: str) -> str:
+    def summary(self, what: str) -> str:
         listed = "\n".join(f"  {p}: {r}" for p, r in list(self.bad_files.items())[:20])
         extra = len(self.bad_files) - 20
         tail = f"\n  ... and {extra} more" if extra > 0 else ""
@@ -176,27 +226,102 @@ class VideoDataset:
             f"(max_bad_fraction={self.max_bad_fraction}); files:\n{listed}{tail}"
         )
 
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        index, draw = key
+
+class VideoDataset:
+    """Map-style dataset over CSV lists and folders; keys are (index, draw).
+
+    Returns {"video": float [C, T, S, S] (or a list of num_clips of them), "label": int, "index": int}.
+    """
+
+    def __init__(
+        self,
+        *,
+        csv_paths: Sequence[str | os.PathLike] = (),
+        folders: Sequence[str | os.PathLike] = (),
+        frames_per_clip: int = 16,
+        frame_step: int = 4,
+        fps: float = 0.0,
+        duration: float = 0.0,
+        num_clips: int = 1,
+        transform: Transform | None = None,
+        backend: str = "decord",
+        max_bad_fraction: float = 0.05,
+        seed: int = 0,
+        min_attempts: int = 20,
+    ) -> None:
+        """transform(frames uint8 [T, H, W, C], gen) -> float [C, T, S, S]; None gives the ImageNet-normalised
+        clip at its decoded size. Exactly one of frame_step, fps, duration is > 0 (ClipSampling).
+        min_attempts: loads attempted before max_bad_fraction is enforced."""
+        for name, value in (("csv_paths", csv_paths), ("folders", folders)):
+            if isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a sequence of paths, not a single path")
+        if num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+        self.sampling = ClipSampling(frames_per_clip=frames_per_clip, frame_step=frame_step, fps=fps, duration=duration)
+        self.tracker = BadFileTracker(max_bad_fraction=max_bad_fraction, min_attempts=min_attempts)
+        self.samples: list[tuple[str, int]] = []
+        self.origins: list[tuple[str, int]] = []  # (list file or folder, line number; 0 for folders) per sample
+        self.source_ranges: list[range] = []  # sample indices of each list or folder
+        self.classes: list[str] = []  # class names of a single folder source
+        listings = [(str(p), read_csv_list(p)) for p in csv_paths]
+        for folder in folders:
+            rows, self.classes = read_folder(folder)
+            listings.append((str(folder), rows))
+        for origin, rows in listings:
+            start = len(self.samples)
+            self.samples.extend((path, label) for path, label, _ in rows)
+            self.origins.extend((origin, lineno) for _, _, lineno in rows)
+            self.source_ranges.append(range(start, len(self.samples)))
+        if not self.samples:
+            raise ValueError(f"no samples in {[o for o, _ in listings]}")
+        self.frames_per_clip = frames_per_clip
+        self.num_clips = num_clips
+        self.transform = transform
+        self.backend = backend
+        self.seed = seed
+
+    # Counters, kept as attributes of the dataset for callers and tests.
+    num_attempts = property(lambda self: self.tracker.num_attempts)
+    num_bad = property(lambda self: self.tracker.num_bad)
+    bad_files = property(lambda self: self.tracker.bad_files)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int, draw: int, num_clips: int) -> tuple[list[torch.Tensor], int, torch.Generator]:
+        """(num_clips uint8 [T, H, W, C] clips, index actually used, its generator), skipping bad files."""
         n = len(self.samples)
         if not 0 <= index < n:
             raise IndexError(f"index {index} out of range for {n} videos")
         for offset in range(n):
             i = (index + offset) % n
-            path, label = self.samples[i]
-            self.num_attempts += 1
-            if path in self.bad_files:
-                self._record_bad(i, self.bad_files[path])
+            path = self.samples[i][0]
+            origin, lineno = self.origins[i]
+            where = f"{origin}:{lineno}" if lineno else origin
+            self.tracker.attempt()
+            known = self.tracker.known_bad(path)
+            if known is not None:
+                self.tracker.record(path, known, where)
                 continue
             gen = make_generator("sample", self.seed, i, draw)
             try:
-                clips = self._load_frames(path, gen)
+                clips = load_clips(
+                    path, name=path, sampling=self.sampling, num_clips=num_clips, gen=gen, backend=self.backend
+                )
             except UnusableVideo as err:
-                self._record_bad(i, str(err))
+                self.tracker.record(path, str(err), where)
                 continue
-            if self.transform is None:
-                videos = [normalize_clip(c, IMAGENET_MEAN, IMAGENET_STD) for c in clips]  # [C, T, H, W] each
-            else:
-                videos = [self.transform(c, gen) for c in clips]  # [C, T, S, S] each
-            return {"video": videos[0] if self.num_clips == 1 else videos, "label": label, "index": i}
-        raise RuntimeError(self._bad_summary(f"no usable video in the whole dataset (tried from index {index})"))
+            return clips, i, gen
+        raise RuntimeError(self.tracker.summary(f"no usable video in the whole dataset (tried from index {index})"))
+
+    def finish(self, clip: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """uint8 [T, H, W, C] -> float [C, T, S, S] (the transform) or the normalised clip at its decoded size."""
+        if self.transform is None:
+            return normalize_clip(clip, IMAGENET_MEAN, IMAGENET_STD)  # [C, T, H, W]
+        return self.transform(clip, gen)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, draw = key
+        clips, i, gen = self.load(index, draw, self.num_clips)
+        videos = [self.finish(c, gen) for c in clips]
+        return {"video": videos[0] if self.num_clips == 1 else videos, "label": self.samples[i][1], "index": i}
