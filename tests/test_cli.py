@@ -38,6 +38,26 @@ def test_synth_then_pretrain_from_csv(tmp_path, capsys):
     assert "step 3/3 loss" in capsys.readouterr().out
 
 
+def test_pretrain_from_shards_and_from_a_weighted_mix(tmp_path, capsys):
+    """synth -> make-shards -> pretrain from the shards, then from shards + list + synthetic mixed by weight."""
+    assert main(["synth", "--out", str(tmp_path / "synth"), "--num-videos", "4", "--frames", "20", "--size", "64"]) == 0
+    csv = tmp_path / "synth" / "train.csv"
+    shards = tmp_path / "shards"
+    assert main(["data", "make-shards", str(csv), "--out", str(shards), "--max-per-shard", "2"]) == 0
+    assert len(list(shards.glob("*.tar"))) == 2 and (shards / "shards.txt").exists()
+    run = tmp_path / "run_shards"
+    src = f"data.sources=[{{kind: shards, path: {shards / 'shards.txt'}}}]"
+    assert main(["pretrain", *TINY, src, "data.shard_shuffle=2", f"train.run_dir={run}"]) == 0
+    assert len((run / "log.jsonl").read_text().splitlines()) == 3
+    mix = (
+        f"data.sources=[{{kind: shards, path: {shards / 'shards.txt'}, weight: 2}}, {{kind: csv, path: {csv}}},"
+        " {kind: synthetic, weight: 1}]"
+    )
+    run = tmp_path / "run_mix"
+    assert main(["pretrain", *TINY, mix, "data.batch_size=4", "data.repeat=2", f"train.run_dir={run}"]) == 0
+    assert "step 3/3 loss" in capsys.readouterr().out
+
+
 def test_config_typo_is_a_clear_error(tmp_path, capsys):
     assert main(["pretrain", "data.source=synthetic", "optim.lrate=1"]) == 2
     err = capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""The `vjepa` command: `vjepa pretrain`, `vjepa synth`, `vjepa data {make-shards,check,convert}`.
+"""The `vjepa` command: pretrain, synth, export, `data {make-shards,check,convert}`, `eval {extract,attentive,...}`.
 
     vjepa pretrain --config configs/debug/tiny_cpu.yaml train.run_dir=runs/demo optim.lr=1e-3
     vjepa synth --out data/synth --num-videos 64
     vjepa data check data/synth/train.csv
+    vjepa export runs/demo --out demo.safetensors
+    vjepa eval run configs/eval/synthetic_check.yaml
 
 `pretrain` runs unchanged under `torchrun --nproc_per_node N -m vjepa.cli pretrain ...` (see launch/).
 """
@@ -42,12 +44,42 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-# (subcommand, module with add_arguments(parser) and run(args) -> exit code, help)
-DATA_TOOLS = [
-    ("make-shards", "vjepa.data.make_shards", "pack a CSV list into WebDataset tar shards (optionally re-encoded)"),
-    ("check", "vjepa.data.check", "scan a list, folder or shards; report bad files and write a cleaned list"),
-    ("convert", "vjepa.data.convert", "turn Kinetics/SSv2/UCF-101/HMDB-51/Diving-48 annotations into CSV lists"),
-]
+# Command groups: `vjepa GROUP TOOL ...` runs a module with add_arguments(parser) and run(args) -> exit code.
+# Only the chosen tool's module is imported.
+GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
+    "data": (
+        "dataset tools: make-shards, check, convert",
+        {
+            "make-shards": ("vjepa.data.make_shards", "pack a CSV list into tar shards (optionally re-encoded)"),
+            "check": ("vjepa.data.check", "scan a list, folder or shards; report bad files, write a cleaned list"),
+            "convert": ("vjepa.data.convert", "turn Kinetics/SSv2/UCF-101/HMDB-51/Diving-48 annotations into lists"),
+        },
+    ),
+    "eval": (
+        "frozen evaluation: extract, attentive, linear, knn, chiral, lift, pca, run",
+        {
+            "extract": ("evals.extract", "extract clip features of a CSV list with a frozen encoder"),
+            "attentive": ("evals.attentive", "attentive probe grid (lr x wd) on extracted token features"),
+            "linear": ("evals.linear", "linear probe and feature-geometry metrics on pooled features"),
+            "knn": ("evals.knn", "k-NN accuracy (k = 1, 3, 5, cosine) on pooled features"),
+            "chiral": ("evals.chiral", "chiral action recognition: temporally opposite class pairs"),
+            "lift": ("evals.lift", "train LiFT on per-frame features and probe encoder (+) LiFT"),
+            "pca": ("evals.pca", "picture of a video beside the top-3 PCA components of its patch tokens"),
+            "run": ("evals.run", "run the evaluations of an eval config for several backbones and seeds"),
+        },
+    ),
+}
+# Single commands implemented by a module the same way.
+MODULE_COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("vjepa.pretrained", "export a run's target encoder (+ predictor) as .pt/.safetensors or HF layout"),
+}
+
+
+def _run_module(module_name: str, prog: str, argv: list[str]) -> int:
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=prog, description=module.__doc__.split("\n\n")[0])
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(argv))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,17 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synth)
-    d = sub.add_parser("data", help="dataset tools: make-shards, check, convert")
-    tools = d.add_subparsers(dest="tool", required=True)
-    for name, module, text in DATA_TOOLS:
-        mod = importlib.import_module(module)
-        t = tools.add_parser(name, help=text, description=mod.__doc__.split("\n\n")[0])
-        mod.add_arguments(t)
-        t.set_defaults(func=mod.run)
+    for name, (_, text) in MODULE_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)  # built when chosen (main)
+    for group, (text, tools) in GROUPS.items():
+        g = sub.add_parser(group, help=text)
+        names = g.add_subparsers(dest="tool", required=True)
+        for name, (_, tool_help) in tools.items():
+            names.add_parser(name, help=tool_help)  # the real parser is built when the tool is chosen (main)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] in GROUPS and argv[1] in GROUPS[argv[0]][1]:
+        return _run_module(GROUPS[argv[0]][1][argv[1]][0], f"vjepa {argv[0]} {argv[1]}", argv[2:])
+    if argv and argv[0] in MODULE_COMMANDS:
+        return _run_module(MODULE_COMMANDS[argv[0]][0], f"vjepa {argv[0]}", argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

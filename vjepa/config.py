@@ -275,7 +275,7 @@ def _set_path(tree: dict[str, Any], cfg: Any, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(cfg: Config, overrides: Sequence[str]) -> dict[str, Any]:
+def parse_overrides(cfg: Any, overrides: Sequence[str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -294,8 +294,8 @@ def _deep_update(dst: dict[str, Any], src: Mapping[str, Any]) -> dict[str, Any]:
     return dst
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults <- YAML file <- `a.b=c` overrides, strictly checked, then validated."""
+def load_typed(cls: type, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
+    """Defaults of dataclass `cls` <- YAML file <- `a.b=c` overrides, strictly checked (no cross-field checks)."""
     updates: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -309,11 +309,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         updates = dict(loaded or {})
     try:
-        _merge(Config(), updates)  # report file errors before override errors
+        _merge(cls(), updates)  # report file errors before override errors
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    _deep_update(updates, parse_overrides(Config(), overrides))
-    cfg = _merge(Config(), updates)
+    _deep_update(updates, parse_overrides(cls(), overrides))
+    return _merge(cls(), updates)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults <- YAML file <- `a.b=c` overrides, strictly checked, then validated."""
+    cfg = load_typed(Config, path, overrides)
     validate(cfg)
     return cfg
 
