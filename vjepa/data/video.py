@@ -50,7 +50,7 @@ class UnusableVideo(Exception):
     """A video that cannot give a clip: missing, undecodable, or too short."""
 
 
-def _split_list_line(line: str) -> list[str]:
+def split_list_line(line: str) -> list[str]:
     if "::" in line:
         return [part.strip() for part in line.rsplit("::", 1)]
     return line.rsplit(maxsplit=1)
@@ -68,7 +68,7 @@ def read_csv_list(csv_path: str | os.PathLike) -> list[tuple[str, int, int]]:
             line = raw.strip()
             if not line:
                 continue
-            parts = _split_list_line(line)
+            parts = split_list_line(line)
             if len(parts) != 2 or not parts[0]:
                 raise ValueError(f"{csv_path}:{lineno}: expected '<path> <integer label>', got {line!r}")
             path, label_str = parts
