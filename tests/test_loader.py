@@ -265,3 +265,24 @@ def test_a_dead_loader_worker_fails_the_run_fast():
     with pytest.raises(RuntimeError, match="DataLoader worker"):
         list(DataLoader(stream, batch_size=None, num_workers=1, timeout=60))
     assert time.time() - t0 < 30
+
+
+def test_decord_failures_fall_back_to_pyav(tmp_path):
+    """decord 0.6 cannot decode this valid 48-px video; the decord backend hands it to PyAV with the same draw."""
+    from vjepa.data.decoders import DecodeError, open_video
+    from vjepa.data.synthetic import render_clip, write_mp4
+    from vjepa.data.video import load_clips
+
+    path = str(tmp_path / "narrow.mp4")
+    write_mp4(path, render_clip(0, 0, 20, 48))
+    with pytest.raises(DecodeError):
+        with open_video(path, backend="decord") as vr:
+            vr.get_frames([0, 1])
+    sampling = ClipSampling(frames_per_clip=8, frame_step=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = load_clips(path, name=path, sampling=sampling, num_clips=2, gen=torch.Generator().manual_seed(3))
+    want = load_clips(path, name=path, sampling=sampling, num_clips=2, gen=torch.Generator().manual_seed(3),
+                      backend="pyav")  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert any("decoded it with PyAV" in str(w.message) for w in caught)

@@ -17,6 +17,8 @@ step frames and spaces frames with linspace, so its step is slightly above frame
 span are unusable (like the official code, no padding). With num_clips = n > 1 the range of valid starts
 [0, len - span] is cut into n equal segments and each clip starts uniformly at random inside its own segment
 (evenly spaced, random within; clips may overlap for short videos); all n clips come from one decoder pass.
+A file the chosen decord backend cannot decode is tried once more with PyAV (same clip draw; a warning names the
+first few such files): decord 0.6 rejects some valid videos, e.g. ones narrower than 64 pixels.
 
 Bad files (missing, zero-byte, unreadable, truncated, too short): __getitem__ moves on to the next index (index + 1
 mod len, same draw, seeded from the index actually used) and reports that index in "index". Each bad hit is
@@ -153,7 +155,7 @@ def load_clips(
     """Decode num_clips clips of one video or image (path or bytes): list of uint8 [T, H, W, C].
 
     name: the file name (its extension tells images from videos; used in messages). Raises UnusableVideo."""
-    from vjepa.data.decoders import DecodeError, open_video, read_image
+    from vjepa.data.decoders import DecodeError, available_backends, open_video, read_image
 
     t = sampling.frames_per_clip
     if isinstance(src, str):
@@ -169,8 +171,9 @@ def load_clips(
         except DecodeError as err:
             raise UnusableVideo(f"image decoding failed: {err}") from err
         return [image.unsqueeze(0).expand(t, -1, -1, -1).contiguous() for _ in range(num_clips)]  # [T, H, W, C]
-    try:
-        with open_video(src, backend=backend) as vr:
+
+    def decode(with_backend: str) -> torch.Tensor:
+        with open_video(src, backend=with_backend) as vr:
             step = sampling.step_for(vr.fps)
             span = sampling.span(step)
             if vr.num_frames < span:
@@ -180,13 +183,34 @@ def load_clips(
             starts = clip_starts(vr.num_frames, span, num_clips, gen)
             offsets = torch.arange(t) * step
             indices = torch.cat([s + offsets for s in starts])  # [num_clips * T]
-            frames = vr.get_frames(indices.tolist())  # [num_clips * T, H, W, C]
+            return vr.get_frames(indices.tolist())  # [num_clips * T, H, W, C]
+
+    state = gen.get_state()
+    try:
+        frames = decode(backend)
     except DecodeError as err:
-        raise UnusableVideo(f"decoding failed: {err}") from err
+        if backend != "decord" or "pyav" not in available_backends():
+            raise UnusableVideo(f"decoding failed: {err}") from err
+        gen.set_state(state)  # decord cannot read some valid files (e.g. narrow ones): PyAV gets the same draw
+        try:
+            frames = decode("pyav")
+        except DecodeError:
+            raise UnusableVideo(f"decoding failed: {err}") from err
+        _note_fallback(name, err)
     expected = num_clips * t
     if frames.dim() != 4 or frames.shape[0] != expected or frames.shape[-1] != 3:
         raise UnusableVideo(f"decoder returned shape {tuple(frames.shape)}, expected [{expected}, H, W, 3]")
     return list(frames.split(t))
+
+
+_FALLBACKS: set[str] = set()
+
+
+def _note_fallback(name: str, err: Exception) -> None:
+    """Warn (once per file, for the first few files of a process) that PyAV decoded what decord could not."""
+    if name not in _FALLBACKS and len(_FALLBACKS) < MAX_NAMED_WARNINGS:
+        warnings.warn(f"decord could not decode {name} ({err}); decoded it with PyAV instead", stacklevel=3)
+    _FALLBACKS.add(name)
 
 
 class BadFileTracker:
