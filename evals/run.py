@@ -63,6 +63,9 @@ class EvalSpec:
     wds: tuple[float, ...] = (0.01, 0.1)
     batch_size: int = 32
     embeddings: tuple[str, ...] = ("avg", "time_concat", "lift")  # chiral
+    lift_epochs: int = 100  # chiral (embedding "lift") and lift: LiFT training (DESIGN.md: width 384, 4 layers)
+    lift_width: int = 384
+    lift_depth: int = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +149,9 @@ def headline(spec: EvalSpec, result: dict) -> dict[str, float]:
 
 
 def run_one(spec: EvalSpec, train: dict, val: dict, out_dir: Path, seed: int) -> dict:
+    from evals.lift import LiftSettings
+
+    lift = LiftSettings(epochs=spec.lift_epochs, width=spec.lift_width, depth=spec.lift_depth)
     if spec.kind == "attentive":
         from evals.attentive import run_attentive
 
@@ -164,12 +170,11 @@ def run_one(spec: EvalSpec, train: dict, val: dict, out_dir: Path, seed: int) ->
     if spec.kind == "chiral":
         from evals.chiral import run_chiral
 
-        return run_chiral(
-            derived(train, "frames"), derived(val, "frames"), out_dir, embeddings=spec.embeddings, seed=seed
-        )
+        frames_train, frames_val = derived(train, "frames"), derived(val, "frames")
+        return run_chiral(frames_train, frames_val, out_dir, embeddings=spec.embeddings, seed=seed, lift=lift)
     from evals.lift import run_lift
 
-    return run_lift(derived(train, "frames"), derived(val, "frames"), out_dir, seed=seed)
+    return run_lift(derived(train, "frames"), derived(val, "frames"), out_dir, seed=seed, settings=lift)
 
 
 def summarise(values: dict[str, dict[str, list[float]]], columns: list[str]) -> tuple[str, list[dict]]:

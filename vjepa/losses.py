@@ -2,7 +2,10 @@
 
 loss_family = mean(|z - h|^p) / p over target tokens and channels, with p = 1 (L1) by default; the total is
 the mean over mask families. `valid` (policy "pad") excludes padded target slots from the mean.
-The V-JEPA 1 variance hinge mean(relu(1 - std(z over batch))) on predictions is off by default (weight 0).
+The V-JEPA 1 variance hinge on predictions, mean(relu(1 - s)) with s the standard deviation of the predictions
+across target tokens per sample and channel (sqrt(var + 1e-4)) averaged over the mask families (as the official
+`reg_fn`: "predictor variance across patches"), is off by default (weight 0). It counters a partial collapse in
+which all tokens of a clip carry the same feature.
 
 Shapes: B batch, K target tokens, D width.
 """
@@ -25,7 +28,20 @@ def jepa_loss(
     return (diff * w).sum() / (w.sum() * diff.shape[-1]).clamp_min(1.0) / p
 
 
-def variance_hinge(pred: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """mean over tokens and channels of relu(1 - std over the batch); pred [B, K, D] -> scalar."""
-    std = torch.sqrt(pred.float().var(dim=0) + eps)  # [K, D]
-    return torch.relu(1.0 - std).mean()
+def prediction_std(pred: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-4) -> torch.Tensor:
+    """Standard deviation of the predictions across target tokens, per sample and channel: pred [B, K, D] -> [B, D].
+
+    Unbiased variance (as torch.var); `valid` [B, K] bool excludes padded slots."""
+    pred = pred.float()
+    if valid is None:
+        return torch.sqrt(pred.var(dim=1) + eps)
+    w = valid.to(pred.dtype).unsqueeze(-1)  # [B, K, 1]
+    n = w.sum(dim=1)  # [B, 1]
+    mean = (pred * w).sum(dim=1) / n.clamp_min(1.0)  # [B, D]
+    var = (((pred - mean.unsqueeze(1)) ** 2) * w).sum(dim=1) / (n - 1).clamp_min(1.0)
+    return torch.sqrt(var + eps)
+
+
+def variance_hinge(stds: list[torch.Tensor]) -> torch.Tensor:
+    """V-JEPA 1 regulariser: mean(relu(1 - s)) with s the per-family prediction_std [B, D] averaged over families."""
+    return torch.relu(1.0 - torch.stack(stds).mean(dim=0)).mean()

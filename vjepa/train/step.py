@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vjepa.losses import jepa_loss, variance_hinge
+from vjepa.losses import jepa_loss, prediction_std, variance_hinge
 from vjepa.masks.ops import gather_tokens
 from vjepa.train.ema import ema_update
 from vjepa.train.optim import set_hyper
@@ -60,16 +60,19 @@ def forward_loss(
     h = compute_targets(target_encoder, video)  # [B, N, D]
     spread = h.mean(dim=1).std(dim=0).mean()
     contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])  # list of [B, Kc, D]
-    family_losses, total = [], 0.0
+    family_losses, total, stds = [], 0.0, []
     for f, (m, z) in enumerate(zip(masks, contexts)):
         pred = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
         target = gather_tokens(h, m.tgt_idx)  # [B, Kt, D]
         loss_f = jepa_loss(pred.float(), target, loss_exp, m.tgt_valid)
         if var_reg_weight > 0:
-            loss_f = loss_f + var_reg_weight * variance_hinge(pred)
+            stds.append(prediction_std(pred, m.tgt_valid))  # [B, D]
         family_losses.append(loss_f.detach())
         total = total + loss_f
-    return total / len(masks), family_losses, spread
+    loss = total / len(masks)
+    if stds:
+        loss = loss + var_reg_weight * variance_hinge(stds)
+    return loss, family_losses, spread
 
 
 def train_step(
