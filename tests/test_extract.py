@@ -112,8 +112,6 @@ def _port() -> int:
 def _worker(rank: int, world: int, port: int, encoder: VisionTransformer, csv: str, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    if torch.distributed.is_initialized():  # forked from a test process that trained in-process (world size 1)
-        torch.distributed.destroy_process_group()
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
         result = extract_features(encoder, csv, out, clips=2, output="tokens", rank=rank, world_size=world, **COMMON)
@@ -127,6 +125,8 @@ def test_two_processes_write_the_file_of_one(videos, tmp_path, single_thread):
     enc = tiny_encoder()
     extract_features(enc, videos["csv"], tmp_path / "one.pt", clips=2, output="tokens", **COMMON)
     # fork: the children need no re-import of torch and the package (the spawned start costs ~10 s per process)
+    if torch.distributed.is_initialized():  # left by an in-process training test: a forked child cannot tear it down
+        torch.distributed.destroy_process_group()
     args = (2, _port(), enc, str(videos["csv"]), str(tmp_path / "two.pt"))
     mp.start_processes(_worker, args=args, nprocs=2, join=True, start_method="fork")
     one, two = load_features(tmp_path / "one.pt"), load_features(tmp_path / "two.pt")
