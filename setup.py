@@ -22,8 +22,16 @@ setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.5", "transformers>=4.53", "tensorboard>=2.14"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.5",
+            "transformers>=4.53",
+            "tensorboard>=2.14",
+            "matplotlib>=3.7",
+            "scikit-learn>=1.3",  # tests only: an independent oracle for the metrics and the ridge classifier
+        ],
         "hf": ["transformers>=4.53"],
+        "eval": ["matplotlib>=3.7"],  # figures in evaluation reports
         "gpu": ["flash-attn>=2.6"],
     },
     entry_points={"console_scripts": ["vjepa=vjepa.cli:main"]},
