@@ -34,7 +34,8 @@ def test_variance_hinge_matches_the_official_definition():
     pred = torch.tensor([[[0.25, 1.0], [-0.25, -1.0]]])  # [1, 2, 2]
     std = prediction_std(pred, eps=0.0)
     assert torch.allclose(std, torch.tensor([[math.sqrt(2) * 0.25, math.sqrt(2) * 1.0]]))
-    assert math.isclose(variance_hinge([prediction_std(pred, eps=0.0)]).item(), (1 - math.sqrt(2) * 0.25) / 2, rel_tol=1e-6)
+    hinge = variance_hinge([prediction_std(pred, eps=0.0)]).item()
+    assert math.isclose(hinge, (1 - math.sqrt(2) * 0.25) / 2, rel_tol=1e-6)
     # All tokens of a clip equal (the partial collapse the hinge counters): the maximal penalty, about 1.
     same = torch.ones(2, 6, 3)
     assert math.isclose(variance_hinge([prediction_std(same)]).item(), 1 - math.sqrt(1e-4), rel_tol=1e-6)
