@@ -252,8 +252,8 @@ def run_chiral(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, help="train features (output 'frames') from `vjepa eval extract`")
-    parser.add_argument("--val", required=True, help="val features (output 'frames')")
+    parser.add_argument("--train", required=True, help="train features (output frames or tokens)")
+    parser.add_argument("--val", required=True, help="val features (output 'frames' or 'tokens')")
     parser.add_argument("--out", required=True, help="output folder (result.json, report.md)")
     parser.add_argument("--pairs", default=None, help="pair file: 'classA classB' per line (default: synthetic pairs)")
     parser.add_argument("--classes", default=None, help="class names, one per line (default: synthetic classes)")

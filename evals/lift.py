@@ -260,12 +260,17 @@ def load_lift(path: str | Path) -> LiFT:
 
 
 def frame_features(feats: dict, name: str) -> torch.Tensor:
-    """The [N, V, T', D] float32 frame features of a feature dict with output "frames"."""
-    if feats.get("output") != "frames":
-        raise ValueError(
-            f"{name}: LiFT needs features with output 'frames' ([N, V, T', D]), got {feats.get('output')!r}"
-        )
-    return feats["features"].float()
+    """The [N, V, T', D] float32 frame features of a feature dict with output "frames", or derived from output
+    "tokens" ([N, V, K, D], K = T' * H' * W' time-major) as the mean over space per time step."""
+    output = feats.get("output")
+    if output == "frames":
+        return feats["features"].float()
+    if output == "tokens":
+        t, h, w = feats["grid"]
+        return feats["features"].float().unflatten(2, (t, h * w)).mean(3)  # [N, V, T', D]
+    raise ValueError(
+        f"{name}: needs per-frame features (extract with --output frames or tokens; [N, V, T', D]), got {output!r}"
+    )
 
 
 def video_lift_descriptors(model: LiFT, frames: torch.Tensor) -> torch.Tensor:

@@ -179,3 +179,15 @@ def test_command(tmp_path, capsys):
     assert run(args) == 0
     assert (tmp_path / "out" / "result.json").is_file() and (tmp_path / "out" / "report.md").is_file()
     assert "encoder+lift" in capsys.readouterr().out
+
+
+def test_frame_features_from_token_features():
+    """Token files ([N, V, K, D], time-major) give the mean over space per time step; pooled files are refused."""
+    from evals.lift import frame_features
+
+    tokens = torch.arange(2 * 1 * 12 * 3, dtype=torch.float32).view(2, 1, 12, 3)  # grid (3, 2, 2)
+    got = frame_features({"output": "tokens", "grid": (3, 2, 2), "features": tokens}, "x")
+    want = torch.stack([tokens[:, :, 4 * t : 4 * t + 4].mean(2) for t in range(3)], dim=2)  # loop reference
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="x: needs per-frame features"):
+        frame_features({"output": "pooled", "features": tokens[:, :, 0]}, "x")
