@@ -72,6 +72,7 @@ def test_run_folder_contents(tmp_path):
         "clips_per_s",
         "eta_s",
         "target_spread",
+        "token_spread",
         "grad_norm",
     ):
         assert key in records[-1], key

@@ -266,6 +266,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 "ctx_tokens": [int(m.ctx_idx.shape[1]) for m in masks],
                 "tgt_tokens": [int(m.tgt_idx.shape[1]) for m in masks],
                 "target_spread": all_reduce_mean(out.target_spread).item(),
+                "token_spread": all_reduce_mean(out.token_spread).item(),
                 "grad_norm": None if out.grad_norm is None else float(out.grad_norm),
                 "data_time": data_time / max(1, window_steps),
                 "step_time": step_time / max(1, window_steps),
@@ -280,6 +281,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 f"m {hp.momentum:.5f} ctx/tgt {record['ctx_tokens']}/{record['tgt_tokens']} "
                 f"data {record['data_time'] * 1e3:.0f}ms step {record['step_time'] * 1e3:.0f}ms "
                 f"{record['clips_per_s']:.1f} clips/s spread {record['target_spread']:.3f} "
+                f"tok {record['token_spread']:.3f} "
                 f"ETA {_fmt_time(record['eta_s'])}" + ("  WARNING: target features collapsing" if collapse else "")
             )
             if record["data_time"] > 0.5 * record["step_time"] and step > start_step + 2 * t.log_every:

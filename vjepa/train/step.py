@@ -34,6 +34,7 @@ class StepOutput:
     family_losses: list[torch.Tensor]
     target_spread: torch.Tensor  # std over the batch of pooled target features, averaged over channels
     grad_norm: torch.Tensor | None
+    token_spread: torch.Tensor | None = None  # std over the tokens of each clip of the targets, averaged
 
 
 @torch.no_grad()
@@ -56,9 +57,10 @@ def forward_loss(
     grid: tuple[int, int, int],
     loss_exp: float = 1.0,
     var_reg_weight: float = 0.0,
-) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     h = compute_targets(target_encoder, video)  # [B, N, D]
     spread = h.mean(dim=1).std(dim=0).mean()
+    token_spread = h.std(dim=1).mean()  # near 0 when all tokens of a clip carry the same feature
     contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])  # list of [B, Kc, D]
     family_losses, total, stds = [], 0.0, []
     for f, (m, z) in enumerate(zip(masks, contexts)):
@@ -72,7 +74,7 @@ def forward_loss(
     loss = total / len(masks)
     if stds:
         loss = loss + var_reg_weight * variance_hinge(stds)
-    return loss, family_losses, spread
+    return loss, family_losses, (spread, token_spread)
 
 
 def train_step(
@@ -94,7 +96,7 @@ def train_step(
 ) -> StepOutput:
     set_hyper(optimizer, hp.lr, hp.weight_decay)
     optimizer.zero_grad(set_to_none=True)
-    loss, family_losses, spread = forward_loss(
+    loss, family_losses, (spread, token_spread) = forward_loss(
         encoder, target_encoder, predictor, video, masks, grid, loss_exp, var_reg_weight
     )
     loss.backward()
@@ -108,4 +110,4 @@ def train_step(
         grad_norm = grad_norm.full_tensor()
     optimizer.step()
     ema_update(ema_targets, ema_sources, hp.momentum)
-    return StepOutput(loss.detach(), family_losses, spread, grad_norm)
+    return StepOutput(loss.detach(), family_losses, spread, grad_norm, token_spread)
