@@ -40,11 +40,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from evals.probe_io import FEATURE_FORMAT, check_features
 from vjepa.data.video import ClipSampling, clip_starts, is_image, load_clips, read_csv_list
 from vjepa.embed import OUTPUTS, Embedder, default_backend, normalize, resize_frames, short_side_size
 from vjepa.seeding import make_generator
 
-FORMAT = "vjepa.features"
+FORMAT = FEATURE_FORMAT
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 MAX_NAMED = 10  # skipped videos named on stderr per rank (all are listed in the result and the file)
 
@@ -308,7 +309,10 @@ def extract_features(
 
 
 def load_features(path: str | os.PathLike) -> dict:
-    """Load a features file written by extract_features and check its format and shapes (ValueError if not)."""
+    """Load a features file written by extract_features and check its format and shapes (ValueError if not).
+
+    The shape, dtype and finiteness checks are the probes' (evals.probe_io.check_features); this adds the entries
+    only extract_features writes (paths, grid, encoder, config)."""
     d = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         what = d.get("format") if isinstance(d, dict) else type(d).__name__
@@ -316,12 +320,9 @@ def load_features(path: str | os.PathLike) -> dict:
     missing = [k for k in ("output", "features", "labels", "paths", "grid", "encoder", "config") if k not in d]
     if missing:
         raise ValueError(f"{path}: features file without entries {missing}")
-    f, n = d["features"], len(d["paths"])
-    ndim = {"pooled": 3, "frames": 4, "tokens": 4}.get(d["output"])
-    if ndim is None or f.dim() != ndim:
-        raise ValueError(f"{path}: output {d['output']!r} with features of shape {tuple(f.shape)}")
-    if f.shape[0] != n or d["labels"].shape != (n,) or d["labels"].dtype != torch.int64:
-        raise ValueError(f"{path}: {f.shape[0]} feature rows, {tuple(d['labels'].shape)} labels, {n} paths")
+    d = check_features(d, str(path))
+    if d["features"].shape[0] != len(d["paths"]):
+        raise ValueError(f"{path}: {d['features'].shape[0]} feature rows but {len(d['paths'])} paths")
     return d
 
 

@@ -125,14 +125,12 @@ def synthetic_lists(cfg: EvalRunConfig) -> tuple[str, str]:
 
 def derived(feats: dict, output: str) -> dict:
     """Token features [N, V, K, D] -> frame features [N, V, T', D] or pooled [N, V, D] (a new dict)."""
-    x = feats["features"].float()
+    from evals.lift import frame_features
+    from evals.probe_io import pooled_features
+
     if output == "tokens":
         return feats
-    t, h, w = feats["grid"]
-    if output == "frames":
-        y = x.unflatten(2, (t, h * w)).mean(3)  # [N, V, T', D]
-    else:
-        y = x.mean(2)  # [N, V, D]
+    y = frame_features(feats, "features") if output == "frames" else pooled_features(feats)
     return {**feats, "features": y, "output": output}
 
 
