@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from vjepa.losses import jepa_loss, prediction_std, variance_hinge
+from vjepa.losses import jepa_loss, prediction_std, token_vicreg, variance_hinge
 
 
 def test_jepa_loss_hand_values():
@@ -48,3 +48,50 @@ def test_prediction_std_skips_padded_slots():
     got = prediction_std(pred, valid)
     assert torch.allclose(got[0], prediction_std(pred[:1, :4])[0], atol=1e-6)
     assert torch.allclose(got[1], prediction_std(pred[1:])[0], atol=1e-6)
+
+
+def loop_vicreg(x: torch.Tensor, eps: float = 1e-4) -> tuple[float, float]:
+    """VICReg's variance and covariance terms written as loops over channels: x [N, D] samples."""
+    n, d = x.shape
+    mean = [sum(float(x[i, c]) for i in range(n)) / n for c in range(d)]
+    cov = [
+        [sum((float(x[i, a]) - mean[a]) * (float(x[i, b]) - mean[b]) for i in range(n)) / (n - 1) for b in range(d)]
+        for a in range(d)
+    ]
+    var_term = sum(max(0.0, 1.0 - math.sqrt(cov[c][c] + eps)) for c in range(d)) / d
+    cov_term = sum(cov[a][b] ** 2 for a in range(d) for b in range(d) if a != b) / d
+    return var_term, cov_term
+
+
+def test_token_vicreg_hand_values_and_loop():
+    # Hand values: two uncorrelated channels with variances 2/3 and 8/3 (tokens of one clip are samples too).
+    z = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]], [[0.0, 2.0], [0.0, -2.0]]])  # [2, 2, 2]
+    var_term, cov_term = token_vicreg(z, eps=0.0)
+    assert math.isclose(var_term.item(), (1 - math.sqrt(2 / 3)) / 2, rel_tol=1e-6)
+    assert cov_term.item() == 0.0
+    # Perfectly correlated channels: cov = var = 2/3, cov_term = 2 * (2/3)^2 / 2.
+    z = torch.tensor([[[1.0, 1.0], [-1.0, -1.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    assert math.isclose(token_vicreg(z)[1].item(), (2 / 3) ** 2, rel_tol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 5, 4, generator=g) @ torch.randn(4, 4, generator=g) * 0.5 + 2.0  # correlated, offset
+    got = token_vicreg(z)
+    want = loop_vicreg(z.reshape(-1, 4))
+    assert math.isclose(got[0].item(), want[0], rel_tol=1e-5) and math.isclose(got[1].item(), want[1], rel_tol=1e-5)
+
+
+def test_token_vicreg_skips_padded_slots_and_has_gradients():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 6, 3, generator=g, requires_grad=True)
+    valid = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    z_pad = z.detach().clone()
+    z_pad[0, 4:] = 1e3  # padded slots hold garbage: it must not count
+    got = token_vicreg(z_pad, valid)
+    want = token_vicreg(torch.cat([z.detach()[0, :4], z.detach()[1]])[None])
+    assert torch.allclose(torch.stack(got), torch.stack(want))
+    var_term, cov_term = token_vicreg(z, valid)
+    (var_term + cov_term).backward()
+    assert z.grad is not None and z.grad[0, :4].abs().sum() > 0 and z.grad[0, 4:].abs().sum() == 0
+    # Fewer than two tokens: no statistics, a zero that still backpropagates.
+    one = torch.randn(1, 1, 3, requires_grad=True)
+    var_term, cov_term = token_vicreg(one)
+    assert var_term.item() == 0.0 and cov_term.item() == 0.0

@@ -146,6 +146,8 @@ class OptimConfig:
     clip_after_warmup: bool = True
     loss_exp: float = 1.0
     var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on predictions
+    enc_var_weight: float = 0.0  # VICReg variance term on context-encoder tokens (not in the official code)
+    enc_cov_weight: float = 0.0  # VICReg covariance term on context-encoder tokens (not in the official code)
     fused: bool = True  # fused AdamW kernel where available
 
 

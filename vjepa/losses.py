@@ -6,6 +6,11 @@ The V-JEPA 1 variance hinge on predictions, mean(relu(1 - s)) with s the standar
 across target tokens per sample and channel (sqrt(var + 1e-4)) averaged over the mask families (as the official
 `reg_fn`: "predictor variance across patches"), is off by default (weight 0). It counters a partial collapse in
 which all tokens of a clip carry the same feature.
+Not in the official code: VICReg's variance and covariance terms (Bardes et al. 2022; added to JEPAs by C-JEPA,
+Mo and Tong 2024) on the context encoder's output tokens, pooled over the batch: mean(relu(1 - std_c)) over
+channels c, and the sum of squared off-diagonal covariances / D. They counter dimensional collapse (a few
+directions carrying nearly all the variance), which EMA targets alone do not prevent on small data. Off by
+default.
 
 Shapes: B batch, K target tokens, D width.
 """
@@ -45,3 +50,25 @@ def prediction_std(pred: torch.Tensor, valid: torch.Tensor | None = None, eps: f
 def variance_hinge(stds: list[torch.Tensor]) -> torch.Tensor:
     """V-JEPA 1 regulariser: mean(relu(1 - s)) with s the per-family prediction_std [B, D] averaged over families."""
     return torch.relu(1.0 - torch.stack(stds).mean(dim=0)).mean()
+
+
+def token_vicreg(
+    z: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg variance and covariance terms over tokens: z [B, K, D] (valid [B, K] bool) -> (var_term, cov_term).
+
+    All valid tokens of the batch are samples: x [N, D] centred, C = x^T x / (N - 1);
+    var_term = mean_c relu(1 - sqrt(C_cc + eps)), cov_term = sum_{c != c'} C_cc'^2 / D."""
+    x = z.float().reshape(-1, z.shape[-1])  # [B*K, D]
+    if valid is not None:
+        x = x[valid.reshape(-1)]
+    n, d = x.shape
+    if n < 2:
+        zero = z.sum() * 0.0
+        return zero, zero
+    x = x - x.mean(dim=0)
+    cov = x.T @ x / (n - 1)  # [D, D]
+    var = torch.diagonal(cov)
+    var_term = torch.relu(1.0 - torch.sqrt(var + eps)).mean()
+    cov_term = (cov.pow(2).sum() - var.pow(2).sum()) / d
+    return var_term, cov_term

@@ -235,7 +235,10 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
             clip_grad=clip,
             loss_exp=o.loss_exp,
             var_reg_weight=o.var_reg_weight,
+            enc_var_weight=o.enc_var_weight,
+            enc_cov_weight=o.enc_cov_weight,
             want_grad_norm=is_log,
+            want_rank=is_log,
         )
         bad |= ~torch.isfinite(out.loss)
         if device.type == "cuda":
@@ -260,6 +263,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 "step": step + 1,
                 "loss": loss,
                 **{f"loss_{i}": all_reduce_mean(x).item() for i, x in enumerate(out.family_losses)},
+                "jepa_loss": all_reduce_mean(torch.stack(out.family_losses).mean()).item(),
                 "lr": hp.lr,
                 "wd": hp.weight_decay,
                 "momentum": hp.momentum,
@@ -267,6 +271,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 "tgt_tokens": [int(m.tgt_idx.shape[1]) for m in masks],
                 "target_spread": all_reduce_mean(out.target_spread).item(),
                 "token_spread": all_reduce_mean(out.token_spread).item(),
+                "target_rank": all_reduce_mean(out.target_rank).item(),
                 "grad_norm": None if out.grad_norm is None else float(out.grad_norm),
                 "data_time": data_time / max(1, window_steps),
                 "step_time": step_time / max(1, window_steps),
@@ -276,12 +281,14 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
             history.append(record)
             logger.log(record)
             collapse = t.collapse_threshold > 0 and record["target_spread"] < t.collapse_threshold
+            regularised = o.var_reg_weight > 0 or o.enc_var_weight > 0 or o.enc_cov_weight > 0
+            jepa = f" (jepa {record['jepa_loss']:.4f})" if regularised else ""
             logger.print(
-                f"step {step + 1}/{end_step} loss {loss:.4f} lr {hp.lr:.2e} wd {hp.weight_decay:.3f} "
+                f"step {step + 1}/{end_step} loss {loss:.4f}{jepa} lr {hp.lr:.2e} wd {hp.weight_decay:.3f} "
                 f"m {hp.momentum:.5f} ctx/tgt {record['ctx_tokens']}/{record['tgt_tokens']} "
                 f"data {record['data_time'] * 1e3:.0f}ms step {record['step_time'] * 1e3:.0f}ms "
                 f"{record['clips_per_s']:.1f} clips/s spread {record['target_spread']:.3f} "
-                f"tok {record['token_spread']:.3f} "
+                f"tok {record['token_spread']:.3f} rank {record['target_rank']:.1f} "
                 f"ETA {_fmt_time(record['eta_s'])}" + ("  WARNING: target features collapsing" if collapse else "")
             )
             if record["data_time"] > 0.5 * record["step_time"] and step > start_step + 2 * t.log_every:

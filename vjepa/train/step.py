@@ -5,7 +5,7 @@
         z_f = encoder(clip, ctx_idx_f)              context tokens only
         p_f = predictor(z_f, ctx_idx_f, tgt_idx_f)  predictions at the target positions
         loss_f = mean |p_f - h[tgt_idx_f]|^p / p
-    loss = mean_f loss_f  (+ optional variance hinge)
+    loss = mean_f loss_f  (+ optional variance hinge on p_f, VICReg terms on z_f)
     AdamW step (clip after warmup), then EMA: target <- m target + (1 - m) encoder
 
 No host synchronisation here: metrics are returned as tensors and read on log steps only.
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vjepa.losses import jepa_loss, prediction_std, variance_hinge
+from vjepa.losses import jepa_loss, prediction_std, token_vicreg, variance_hinge
 from vjepa.masks.ops import gather_tokens
 from vjepa.train.ema import ema_update
 from vjepa.train.optim import set_hyper
@@ -35,6 +35,19 @@ class StepOutput:
     target_spread: torch.Tensor  # std over the batch of pooled target features, averaged over channels
     grad_norm: torch.Tensor | None
     token_spread: torch.Tensor | None = None  # std over the tokens of each clip of the targets, averaged
+    target_rank: torch.Tensor | None = None  # effective rank of the target tokens of the batch (when asked for)
+
+
+def effective_rank(x: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the normalised eigenvalues of the covariance of x [N, D] (rows are samples) -> scalar.
+
+    Between 1 (all variance along one direction) and D (isotropic); k orthogonal directions of equal variance
+    give k. A falling value is dimensional collapse, which the spreads above can miss."""
+    x = x.float()
+    x = x - x.mean(dim=0)
+    ev = torch.linalg.eigvalsh(x.T @ x).clamp_min(0.0)  # [D], ascending
+    p = ev / ev.sum().clamp_min(1e-12)
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
 
 @torch.no_grad()
@@ -57,10 +70,14 @@ def forward_loss(
     grid: tuple[int, int, int],
     loss_exp: float = 1.0,
     var_reg_weight: float = 0.0,
-) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    enc_var_weight: float = 0.0,
+    enc_cov_weight: float = 0.0,
+    want_rank: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     h = compute_targets(target_encoder, video)  # [B, N, D]
     spread = h.mean(dim=1).std(dim=0).mean()
     token_spread = h.std(dim=1).mean()  # near 0 when all tokens of a clip carry the same feature
+    rank = effective_rank(h.reshape(-1, h.shape[-1])) if want_rank else None
     contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])  # list of [B, Kc, D]
     family_losses, total, stds = [], 0.0, []
     for f, (m, z) in enumerate(zip(masks, contexts)):
@@ -71,10 +88,13 @@ def forward_loss(
             stds.append(prediction_std(pred, m.tgt_valid))  # [B, D]
         family_losses.append(loss_f.detach())
         total = total + loss_f
+        if enc_var_weight > 0 or enc_cov_weight > 0:
+            var_term, cov_term = token_vicreg(z, m.ctx_valid)
+            total = total + enc_var_weight * var_term + enc_cov_weight * cov_term
     loss = total / len(masks)
     if stds:
         loss = loss + var_reg_weight * variance_hinge(stds)
-    return loss, family_losses, (spread, token_spread)
+    return loss, family_losses, (spread, token_spread, rank)
 
 
 def train_step(
@@ -92,12 +112,25 @@ def train_step(
     clip_grad: float = 0.0,
     loss_exp: float = 1.0,
     var_reg_weight: float = 0.0,
+    enc_var_weight: float = 0.0,
+    enc_cov_weight: float = 0.0,
     want_grad_norm: bool = False,
+    want_rank: bool = False,
 ) -> StepOutput:
     set_hyper(optimizer, hp.lr, hp.weight_decay)
     optimizer.zero_grad(set_to_none=True)
-    loss, family_losses, (spread, token_spread) = forward_loss(
-        encoder, target_encoder, predictor, video, masks, grid, loss_exp, var_reg_weight
+    loss, family_losses, (spread, token_spread, rank) = forward_loss(
+        encoder,
+        target_encoder,
+        predictor,
+        video,
+        masks,
+        grid,
+        loss_exp,
+        var_reg_weight,
+        enc_var_weight,
+        enc_cov_weight,
+        want_rank,
     )
     loss.backward()
     grad_norm = None
@@ -110,4 +143,4 @@ def train_step(
         grad_norm = grad_norm.full_tensor()
     optimizer.step()
     ema_update(ema_targets, ema_sources, hp.momentum)
-    return StepOutput(loss.detach(), family_losses, spread, grad_norm, token_spread)
+    return StepOutput(loss.detach(), family_losses, spread, grad_norm, token_spread, rank)

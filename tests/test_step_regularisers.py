@@ -1,0 +1,55 @@
+"""The training step's optional regularisers and its rank metric, against the loss functions applied by hand.
+
+Shapes: B batch, N tokens, D width.
+"""
+
+import copy
+import math
+
+import torch
+from test_losses import loop_vicreg
+from test_train import tiny_cfg
+
+from vjepa.data.loader import build_mask_generator
+from vjepa.train.loop import build_models
+from vjepa.train.step import compute_targets, effective_rank, forward_loss, grid_of
+
+
+def test_effective_rank_hand_values():
+    # Two orthogonal directions of equal variance in 3-D: rank 2, whatever the rotation and offset.
+    x = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]])
+    assert math.isclose(effective_rank(x).item(), 2.0, rel_tol=1e-5)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0)))
+    assert math.isclose(effective_rank(x @ q + 5.0).item(), 2.0, rel_tol=1e-4)
+    # Variances 3:1 along two directions: exp(-(3/4 ln 3/4 + 1/4 ln 1/4)).
+    y = torch.tensor([[math.sqrt(3), 0], [-math.sqrt(3), 0], [0, 1], [0, -1]])
+    want = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert math.isclose(effective_rank(y).item(), want, rel_tol=1e-5)
+    assert math.isclose(effective_rank(torch.ones(5, 4)).item(), 1.0, rel_tol=1e-5)  # no variance at all
+
+
+def test_forward_loss_adds_the_encoder_vicreg_terms_per_family():
+    torch.manual_seed(0)
+    cfg = tiny_cfg("unused")
+    encoder, predictor = build_models(cfg)
+    target = copy.deepcopy(encoder)
+    for p in list(encoder.parameters()) + list(predictor.parameters()):  # a non-trivial target/context gap
+        p.data.add_(0.01 * torch.randn_like(p))
+    video = torch.randn(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+    masks = build_mask_generator(cfg)(0, 4)
+    grid = grid_of(video, 2, 16)
+    plain, fam_plain, _ = forward_loss(encoder, target, predictor, video, masks, grid)
+    reg, fam_reg, (_, _, rank) = forward_loss(
+        encoder, target, predictor, video, masks, grid, enc_var_weight=0.5, enc_cov_weight=0.1, want_rank=True
+    )
+    assert [f.item() for f in fam_plain] == [f.item() for f in fam_reg]  # the JEPA terms are unchanged
+    with torch.no_grad():
+        contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])
+    extra = 0.0
+    for z in contexts:
+        var_term, cov_term = loop_vicreg(z.reshape(-1, z.shape[-1]))
+        extra += 0.5 * var_term + 0.1 * cov_term
+    assert math.isclose(reg.item(), plain.item() + extra / len(masks), rel_tol=1e-4)
+    h = compute_targets(target, video)
+    assert math.isclose(rank.item(), effective_rank(h.reshape(-1, h.shape[-1])).item(), rel_tol=1e-5)
+    assert 1.0 <= rank.item() <= h.shape[-1]
