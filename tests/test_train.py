@@ -11,6 +11,7 @@ from vjepa.export import CheckpointMismatchError
 from vjepa.train.checkpoint import latest_checkpoint
 from vjepa.train.loop import NonFiniteLoss, train
 
+RANK_FLOOR = 8.0  # effective rank of the target tokens; the plain objective ends near 3
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
 
 
@@ -132,10 +133,12 @@ def test_losses_do_not_depend_on_loader_workers(tmp_path):
 
 @pytest.mark.slow
 def test_readme_demo_learns_without_collapse(tmp_path):
-    """The quick-start config end to end (minutes): the loss falls and the target features keep their spread."""
+    """The quick-start config end to end (minutes): the JEPA loss falls, and the target tokens keep their spread
+    within each clip and many directions of variance (the dimensional collapse the demo's VICReg terms prevent)."""
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs/debug/tiny_cpu.yaml", [f"train.run_dir={tmp_path / 'demo'}"])
     history = train(cfg)["history"]
     first, last = history[0], history[-1]
-    assert last["loss"] < 0.5 * first["loss"]
-    assert min(r["target_spread"] for r in history) > 0.2
+    assert last["jepa_loss"] < 0.7 * first["jepa_loss"]
+    assert min(r["token_spread"] for r in history) > 0.3
+    assert min(r["target_rank"] for r in history[len(history) // 2 :]) > RANK_FLOOR
