@@ -9,6 +9,10 @@ Metrics of the DINOv3-vs-V-JEPA 2 feature analysis (Kodathala & Vunnam 2025, arX
 - mean intra-class and inter-class cosine similarity over unordered pairs of distinct samples, and their ratio
   (the paper's "separation ratio"; only meaningful when the inter-class mean is positive), plus the per-class
   intra-class mean;
+- statistics of token features [N, K, D] (not in the paper; the signs of collapse found on the demo): the
+  effective rank of all tokens (exp entropy of the covariance spectrum), the share of variance in the top 3
+  directions, and the within-clip / across-clip spread (mean std over the tokens of a clip, over the mean std
+  across clips of the clip-mean feature; near 0 when every token of a clip carries the same feature);
 - per-class accuracy of a probe, its spread (population std, min, max over the classes present) and the
   confusion matrix (rows true class, columns predicted, as scikit-learn's `confusion_matrix`).
 
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from vjepa.losses import covariance_spectrum
 
 SILHOUETTE_METRICS = ("cosine", "euclidean")
 
@@ -169,4 +175,20 @@ def classification_summary(pred: torch.Tensor, labels: torch.Tensor, num_classes
         "per_class_min": float(present.min()),
         "per_class_max": float(present.max()),
         "confusion_matrix": confusion_matrix(pred, labels, num_classes).tolist(),
+    }
+
+
+def token_statistics(tokens: torch.Tensor) -> dict:
+    """Effective rank, top-3 variance share and within/across-clip spread of token features [N, K, D]."""
+    if tokens.dim() != 3 or tokens.shape[0] < 2 or tokens.shape[1] < 2:
+        raise ValueError(f"token_statistics needs tokens [N >= 2, K >= 2, D], got {tuple(tokens.shape)}")
+    x = tokens.float()
+    spec = covariance_spectrum(x.reshape(-1, x.shape[-1])).double()
+    rank = torch.exp(-(spec * torch.log(spec.clamp_min(1e-12))).sum())
+    within = x.std(dim=1).mean()  # std over the tokens of each clip, averaged over clips and channels
+    across = x.mean(dim=1).std(dim=0).mean()  # std over clips of the clip-mean feature, averaged over channels
+    return {
+        "effective_rank": float(rank),
+        "top3_variance": float(spec[:3].sum()),
+        "within_across_spread": float(within / across.clamp_min(1e-12)),
     }

@@ -175,8 +175,11 @@ def run_one(spec: EvalSpec, train: dict, val: dict, out_dir: Path, seed: int) ->
     return run_lift(derived(train, "frames"), derived(val, "frames"), out_dir, seed=seed, settings=lift)
 
 
-def summarise(values: dict[str, dict[str, list[float]]], columns: list[str]) -> tuple[str, list[dict]]:
-    """values[metric][column] = per-seed numbers -> markdown table and JSON rows."""
+def summarise(
+    values: dict[str, dict[str, list[float]]], columns: list[str], percent: bool = True
+) -> tuple[str, list[dict]]:
+    """values[metric][column] = per-seed numbers -> markdown table (in % when `percent`) and JSON rows."""
+    k = 100.0 if percent else 1.0
     rows, lines = [], ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for metric, per_col in values.items():
         cells, row = [], {"metric": metric}
@@ -187,7 +190,8 @@ def summarise(values: dict[str, dict[str, list[float]]], columns: list[str]) -> 
                 continue
             mean = statistics.fmean(xs)
             std = statistics.stdev(xs) if len(xs) > 1 else 0.0
-            cells.append(f"{100 * mean:.1f} ± {100 * std:.1f} ({', '.join(f'{100 * x:.1f}' for x in xs)})")
+            fmt = ".1f" if percent else ".3g"
+            cells.append(f"{k * mean:{fmt}} ± {k * std:{fmt}} ({', '.join(f'{k * x:{fmt}}' for x in xs)})")
             row[col] = {"mean": mean, "std": std, "values": xs}
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         rows.append(row)
@@ -197,6 +201,7 @@ def summarise(values: dict[str, dict[str, list[float]]], columns: list[str]) -> 
 def run_eval_config(cfg: EvalRunConfig) -> dict:
     """Extract, evaluate every backbone x seed x evaluation, write results.md / results.json under cfg.out."""
     from evals.extract import extract_features
+    from evals.metrics import token_statistics
     from vjepa.pretrained import load_pretrained, random_like
 
     out = Path(cfg.out)
@@ -206,6 +211,7 @@ def run_eval_config(cfg: EvalRunConfig) -> dict:
     e = cfg.extract
     names = list(cfg.names) or [backbone_name(b) for b in cfg.backbones]
     values: dict[str, dict[str, list[float]]] = {}
+    stats: dict[str, dict[str, list[float]]] = {}  # token statistics of the train features, per extraction
     timings: dict[str, float] = {}
     for bb, col in zip(cfg.backbones, names):
         random = bb.startswith("random:")
@@ -224,6 +230,9 @@ def run_eval_config(cfg: EvalRunConfig) -> dict:
                         batch_size=e.batch_size, seed=seed,
                     )  # fmt: skip
                 timings[f"extract {col} seed {seed}"] = time.perf_counter() - t0
+                x = feats["train"]["features"]  # [N, V, K, D]
+                for metric, v in token_statistics(x.reshape(-1, *x.shape[2:])).items():
+                    stats.setdefault(metric, {}).setdefault(col, []).append(v)
             for spec in cfg.evaluations:
                 t0 = time.perf_counter()
                 result = run_one(spec, feats["train"], feats["val"], folder / eval_name(spec), seed)
@@ -233,6 +242,7 @@ def run_eval_config(cfg: EvalRunConfig) -> dict:
                 numbers = ", ".join(f"{k} {100 * v:.1f}%" for k, v in headline(spec, result).items())
                 print(f"[eval] {col} seed {seed} {eval_name(spec)}: {numbers}", flush=True)
     table, rows = summarise(values, names)
+    stats_table, stats_rows = summarise(stats, names, percent=False)
     per_kind: dict[str, float] = {}
     for key, seconds in timings.items():
         kind = key.split(" ")[0]
@@ -240,15 +250,17 @@ def run_eval_config(cfg: EvalRunConfig) -> dict:
     text = (
         f"# Evaluation results\n\nBackbones: {', '.join(f'{n} = `{b}`' for n, b in zip(names, cfg.backbones))}; "
         f"seeds {list(cfg.seeds)}; train `{train_csv}`, val `{val_csv}`. Accuracy in %, mean ± std over seeds "
-        f"(per-seed values).\n\n{table}\nTime per evaluation kind (s, all backbones and seeds): "
+        f"(per-seed values).\n\n{table}\nToken features of the train split (`evals.metrics.token_statistics`; one "
+        f"extraction per pretrained backbone, one per seed at random init):\n\n{stats_table}\n"
+        "Time per evaluation kind (s, all backbones and seeds): "
         + ", ".join(f"{k} {v:.1f}" for k, v in per_kind.items())
         + "\n"
     )
     (out / "results.md").write_text(text)
-    summary = {"rows": rows, "columns": names, "seeds": list(cfg.seeds), "timings_s": timings, "train": train_csv,
-               "val": val_csv}  # fmt: skip
+    summary = {"rows": rows, "token_statistics": stats_rows, "columns": names, "seeds": list(cfg.seeds),
+               "timings_s": timings, "train": train_csv, "val": val_csv}  # fmt: skip
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    return {"table": table, **summary}
+    return {"table": table, "stats_table": stats_table, **summary}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -268,5 +280,6 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     result = run_eval_config(cfg)
     print(result["table"])
+    print(result["stats_table"])
     print(f"wrote {Path(cfg.out) / 'results.md'}")
     return 0

@@ -63,6 +63,12 @@ def test_eval_run_table_and_reproducibility(backbone, tmp_path):
             assert row[col]["mean"] == pytest.approx(statistics.fmean(values))
     text = (tmp_path / "a" / "results.md").read_text()
     assert "| chiral time_concat |" in text and "pretrained" in text
+    stats = {row["metric"]: row for row in first["token_statistics"]}
+    assert set(stats) == {"effective_rank", "top3_variance", "within_across_spread"}
+    assert len(stats["effective_rank"]["pretrained"]["values"]) == 1  # one extraction of the pretrained backbone
+    assert len(stats["effective_rank"]["random"]["values"]) == 2  # one per seed at random init
+    assert all(1.0 <= v <= 64 for v in stats["effective_rank"]["random"]["values"])  # width 64
+    assert "| effective_rank |" in text
     # The same config again (other folder, same videos) gives the same numbers.
     cfg_b = load_eval_config(None, overrides(backbone, tmp_path / "b"))
     second = run_eval_config(cfg_b)

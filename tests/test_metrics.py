@@ -18,6 +18,7 @@ from evals.metrics import (
     pair_similarities,
     per_class_accuracy,
     silhouette_score,
+    token_statistics,
 )
 
 sk_metrics = pytest.importorskip("sklearn.metrics")
@@ -125,3 +126,26 @@ def test_confusion_and_per_class_accuracy() -> None:
     assert s["per_class_std"] == pytest.approx(float(present.std(unbiased=False)))
     assert (s["per_class_min"], s["per_class_max"]) == (0.5, 1.0)
     assert s["confusion_matrix"] == cm.tolist()
+
+
+def test_token_statistics_against_loops_and_hand_values() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 7, 4, generator=g) @ torch.randn(4, 4, generator=g)  # [N, K, D]
+    st = token_statistics(x)
+    n, k, d = x.shape
+    within = sum(float(x[i, :, c].std()) for i in range(n) for c in range(d)) / (n * d)
+    means = [[float(x[i, :, c].mean()) for c in range(d)] for i in range(n)]
+    across = sum(float(torch.tensor([means[i][c] for i in range(n)]).std()) for c in range(d)) / d
+    assert math.isclose(st["within_across_spread"], within / across, rel_tol=1e-5)
+    ev = torch.linalg.eigvalsh(torch.cov(x.reshape(-1, d).T.double())).flip(0)
+    p = ev / ev.sum()
+    assert math.isclose(st["effective_rank"], math.exp(-float((p * p.log()).sum())), rel_tol=1e-4)
+    assert math.isclose(st["top3_variance"], float(p[:3].sum()), rel_tol=1e-5)
+    # Every token of a clip the same (the partial collapse): within-clip spread 0; two equal directions: rank 2.
+    flat = torch.randn(6, 1, 3, generator=g).expand(6, 5, 3)
+    assert token_statistics(flat)["within_across_spread"] == 0.0
+    two = torch.zeros(2, 2, 3)
+    two[0, 0, 0], two[0, 1, 0], two[1, 0, 1], two[1, 1, 1] = 1.0, -1.0, 1.0, -1.0
+    assert math.isclose(token_statistics(two)["effective_rank"], 2.0, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="token_statistics"):
+        token_statistics(torch.zeros(3, 4))

@@ -11,8 +11,9 @@ from test_losses import loop_vicreg
 from test_train import tiny_cfg
 
 from vjepa.data.loader import build_mask_generator
+from vjepa.losses import effective_rank
 from vjepa.train.loop import build_models
-from vjepa.train.step import compute_targets, effective_rank, forward_loss, grid_of
+from vjepa.train.step import compute_targets, forward_loss, grid_of
 
 
 def test_effective_rank_hand_values():

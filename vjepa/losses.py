@@ -1,4 +1,4 @@
-"""The V-JEPA feature-prediction loss (paper Eq. 1-2) and its optional regulariser.
+"""The V-JEPA feature-prediction loss (paper Eq. 1-2), its optional regularisers and a collapse diagnostic.
 
 loss_family = mean(|z - h|^p) / p over target tokens and channels, with p = 1 (L1) by default; the total is
 the mean over mask families. `valid` (policy "pad") excludes padded target slots from the mean.
@@ -11,6 +11,8 @@ Mo and Tong 2024) on the context encoder's output tokens, pooled over the batch:
 channels c, and the sum of squared off-diagonal covariances / D. They counter dimensional collapse (a few
 directions carrying nearly all the variance), which EMA targets alone do not prevent on small data. Off by
 default.
+The diagnostic, effective_rank, is exp(entropy) of the normalised covariance spectrum of a set of features: it
+falls towards 1 under dimensional collapse (the training log's `rank`, the eval tables' token statistics).
 
 Shapes: B batch, K target tokens, D width.
 """
@@ -72,3 +74,20 @@ def token_vicreg(
     var_term = torch.relu(1.0 - torch.sqrt(var + eps)).mean()
     cov_term = (cov.pow(2).sum() - var.pow(2).sum()) / d
     return var_term, cov_term
+
+
+def covariance_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of the covariance of x [N, D] (rows are samples), normalised to sum 1, descending: [D]."""
+    x = x.float()
+    x = x - x.mean(dim=0)
+    ev = torch.linalg.eigvalsh(x.T @ x).clamp_min(0.0).flip(0)  # [D]
+    return ev / ev.sum().clamp_min(1e-12)
+
+
+def effective_rank(x: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of covariance_spectrum(x) for x [N, D] -> scalar.
+
+    Between 1 (all variance along one direction) and D (isotropic); k orthogonal directions of equal variance
+    give k. A falling value is dimensional collapse, which spreads of the features can miss."""
+    p = covariance_spectrum(x)
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())

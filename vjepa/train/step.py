@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vjepa.losses import jepa_loss, prediction_std, token_vicreg, variance_hinge
+from vjepa.losses import effective_rank, jepa_loss, prediction_std, token_vicreg, variance_hinge
 from vjepa.masks.ops import gather_tokens
 from vjepa.train.ema import ema_update
 from vjepa.train.optim import set_hyper
@@ -36,18 +36,6 @@ class StepOutput:
     grad_norm: torch.Tensor | None
     token_spread: torch.Tensor | None = None  # std over the tokens of each clip of the targets, averaged
     target_rank: torch.Tensor | None = None  # effective rank of the target tokens of the batch (when asked for)
-
-
-def effective_rank(x: torch.Tensor) -> torch.Tensor:
-    """exp(entropy) of the normalised eigenvalues of the covariance of x [N, D] (rows are samples) -> scalar.
-
-    Between 1 (all variance along one direction) and D (isotropic); k orthogonal directions of equal variance
-    give k. A falling value is dimensional collapse, which the spreads above can miss."""
-    x = x.float()
-    x = x - x.mean(dim=0)
-    ev = torch.linalg.eigvalsh(x.T @ x).clamp_min(0.0)  # [D], ascending
-    p = ev / ev.sum().clamp_min(1e-12)
-    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
 
 @torch.no_grad()
