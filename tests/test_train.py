@@ -11,7 +11,7 @@ from vjepa.export import CheckpointMismatchError
 from vjepa.train.checkpoint import latest_checkpoint
 from vjepa.train.loop import NonFiniteLoss, train
 
-RANK_FLOOR = 8.0  # effective rank of the target tokens; the plain objective ends near 3
+RANK_FLOOR = 8.0  # effective rank of the target tokens: 23-25 over the second half in 3 seeds; plain ends near 3
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
 
 
@@ -140,5 +140,5 @@ def test_readme_demo_learns_without_collapse(tmp_path):
     history = train(cfg)["history"]
     first, last = history[0], history[-1]
     assert last["jepa_loss"] < 0.7 * first["jepa_loss"]
-    assert min(r["token_spread"] for r in history) > 0.3
+    assert min(r["token_spread"] for r in history) > 0.25  # the plain objective ends near 0.17
     assert min(r["target_rank"] for r in history[len(history) // 2 :]) > RANK_FLOOR
