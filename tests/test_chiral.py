@@ -28,12 +28,8 @@ sklearn_linear = pytest.importorskip("sklearn.linear_model")
 sklearn_pre = pytest.importorskip("sklearn.preprocessing")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors gain nothing from intra-op threads; on a loaded 2-core machine two threads run up to 10x slower.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _xy(n: int, f: int, c: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

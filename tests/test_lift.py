@@ -24,14 +24,8 @@ from evals.lift import (
     train_lift,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one thread avoids oversubscription (10-20x faster under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors gain nothing from intra-op threads; on a loaded 2-core machine two threads run up to 10x slower.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def linear_trajectories(n: int, t: int, d: int, seed: int) -> torch.Tensor:

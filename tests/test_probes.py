@@ -30,15 +30,8 @@ from evals.linear import run_linear
 from evals.probe_io import FeatureFormatError
 from vjepa.seeding import make_generator
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a loaded machine OpenMP barriers make 2 threads up
-    to 10x slower than 1 (measured); the setting is restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors gain nothing from intra-op threads; on a loaded 2-core machine two threads run up to 10x slower.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def feature_dict(x: torch.Tensor, labels: torch.Tensor, output: str = "tokens") -> dict:
