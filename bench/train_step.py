@@ -45,7 +45,7 @@ from vjepa.train import loop  # noqa: E402
 from vjepa.train.ema import ema_pairs, ema_update  # noqa: E402
 from vjepa.train.optim import param_groups, set_hyper  # noqa: E402
 from vjepa.train.schedules import hyper  # noqa: E402
-from vjepa.train.step import compute_targets, grid_of, train_step  # noqa: E402
+from vjepa.train.step import Objective, compute_targets, grid_of, train_step  # noqa: E402
 
 REFERENCE = [
     "model.preset=tiny",
@@ -126,7 +126,7 @@ def build_variant(name: str, cfg, info, dtype):
             grid=grid,
             hp=hp,
             clip_grad=cfg.optim.clip_grad,
-            loss_exp=cfg.optim.loss_exp,
+            objective=Objective.from_config(cfg.optim),
         )
 
     return step, (encoder, target, predictor, optimizer, ema_t, ema_s)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vjepa.losses import covariance_spectrum
+from vjepa.losses import covariance_spectrum, spectrum_rank
 
 SILHOUETTE_METRICS = ("cosine", "euclidean")
 
@@ -183,12 +183,11 @@ def token_statistics(tokens: torch.Tensor) -> dict:
     if tokens.dim() != 3 or tokens.shape[0] < 2 or tokens.shape[1] < 2:
         raise ValueError(f"token_statistics needs tokens [N >= 2, K >= 2, D], got {tuple(tokens.shape)}")
     x = tokens.float()
-    spec = covariance_spectrum(x.reshape(-1, x.shape[-1])).double()
-    rank = torch.exp(-(spec * torch.log(spec.clamp_min(1e-12))).sum())
+    spec = covariance_spectrum(x.reshape(-1, x.shape[-1]))
     within = x.std(dim=1).mean()  # std over the tokens of each clip, averaged over clips and channels
     across = x.mean(dim=1).std(dim=0).mean()  # std over clips of the clip-mean feature, averaged over channels
     return {
-        "effective_rank": float(rank),
+        "effective_rank": float(spectrum_rank(spec)),
         "top3_variance": float(spec[:3].sum()),
         "within_across_spread": float(within / across.clamp_min(1e-12)),
     }

@@ -13,7 +13,7 @@ from test_train import tiny_cfg
 from vjepa.data.loader import build_mask_generator
 from vjepa.losses import effective_rank
 from vjepa.train.loop import build_models
-from vjepa.train.step import compute_targets, forward_loss, grid_of
+from vjepa.train.step import Objective, compute_targets, forward_loss, grid_of
 
 
 def test_effective_rank_hand_values():
@@ -41,7 +41,14 @@ def test_forward_loss_adds_the_encoder_vicreg_terms_per_family():
     grid = grid_of(video, 2, 16)
     plain, fam_plain, _ = forward_loss(encoder, target, predictor, video, masks, grid)
     reg, fam_reg, (_, _, rank) = forward_loss(
-        encoder, target, predictor, video, masks, grid, enc_var_weight=0.5, enc_cov_weight=0.1, want_rank=True
+        encoder,
+        target,
+        predictor,
+        video,
+        masks,
+        grid,
+        Objective(enc_var_weight=0.5, enc_cov_weight=0.1),
+        want_rank=True,
     )
     assert [f.item() for f in fam_plain] == [f.item() for f in fam_reg]  # the JEPA terms are unchanged
     with torch.no_grad():

@@ -84,10 +84,14 @@ def covariance_spectrum(x: torch.Tensor) -> torch.Tensor:
     return ev / ev.sum().clamp_min(1e-12)
 
 
+def spectrum_rank(p: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of a normalised spectrum p [D] (as covariance_spectrum returns) -> scalar."""
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+
+
 def effective_rank(x: torch.Tensor) -> torch.Tensor:
-    """exp(entropy) of covariance_spectrum(x) for x [N, D] -> scalar.
+    """spectrum_rank(covariance_spectrum(x)) for x [N, D] -> scalar.
 
     Between 1 (all variance along one direction) and D (isotropic); k orthogonal directions of equal variance
     give k. A falling value is dimensional collapse, which spreads of the features can miss."""
-    p = covariance_spectrum(x)
-    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+    return spectrum_rank(covariance_spectrum(x))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import statistics
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ from vjepa.train.checkpoint import latest_checkpoint, load_checkpoint, save_chec
 from vjepa.train.ema import ema_pairs, local_shard
 from vjepa.train.optim import build_optimizer
 from vjepa.train.schedules import hyper
-from vjepa.train.step import grid_of, train_step
+from vjepa.train.step import Objective, grid_of, train_step
 
 
 class NonFiniteLoss(RuntimeError):
@@ -205,6 +206,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
         f"training steps {start_step} -> {end_step} of {o.total_steps}; world size {info.world_size}; "
         f"global batch {global_batch}; {n_params / 1e6:.2f}M trainable parameters; {device} {dtype}"
     )
+    objective = Objective.from_config(o)
     history: list[dict] = []
     bad = torch.zeros((), dtype=torch.bool, device=device)
     data_time = step_time = 0.0
@@ -233,10 +235,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
             grid=grid_of(video, cfg.model.tubelet_size, cfg.model.patch_size),
             hp=hp,
             clip_grad=clip,
-            loss_exp=o.loss_exp,
-            var_reg_weight=o.var_reg_weight,
-            enc_var_weight=o.enc_var_weight,
-            enc_cov_weight=o.enc_cov_weight,
+            objective=objective,
             want_grad_norm=is_log,
             want_rank=is_log,
         )
@@ -263,7 +262,6 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 "step": step + 1,
                 "loss": loss,
                 **{f"loss_{i}": all_reduce_mean(x).item() for i, x in enumerate(out.family_losses)},
-                "jepa_loss": all_reduce_mean(torch.stack(out.family_losses).mean()).item(),
                 "lr": hp.lr,
                 "wd": hp.weight_decay,
                 "momentum": hp.momentum,
@@ -278,11 +276,11 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 "clips_per_s": global_batch / max(sec_per_step, 1e-9),
                 "eta_s": sec_per_step * (end_step - step - 1),
             }
+            record["jepa_loss"] = statistics.fmean(record[f"loss_{i}"] for i in range(len(out.family_losses)))
             history.append(record)
             logger.log(record)
             collapse = t.collapse_threshold > 0 and record["target_spread"] < t.collapse_threshold
-            regularised = o.var_reg_weight > 0 or o.enc_var_weight > 0 or o.enc_cov_weight > 0
-            jepa = f" (jepa {record['jepa_loss']:.4f})" if regularised else ""
+            jepa = f" (jepa {record['jepa_loss']:.4f})" if objective.regularised else ""
             logger.print(
                 f"step {step + 1}/{end_step} loss {loss:.4f}{jepa} lr {hp.lr:.2e} wd {hp.weight_decay:.3f} "
                 f"m {hp.momentum:.5f} ctx/tgt {record['ctx_tokens']}/{record['tgt_tokens']} "

@@ -28,6 +28,25 @@ from vjepa.train.optim import set_hyper
 from vjepa.train.schedules import Hyper
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What the loss adds up: the L1 (p = loss_exp) feature loss plus the optional regulariser weights."""
+
+    loss_exp: float = 1.0
+    var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on the predictions
+    enc_var_weight: float = 0.0  # VICReg variance term on the context tokens
+    enc_cov_weight: float = 0.0  # VICReg covariance term on the context tokens
+
+    @classmethod
+    def from_config(cls, o) -> Objective:
+        """From an OptimConfig."""
+        return cls(o.loss_exp, o.var_reg_weight, o.enc_var_weight, o.enc_cov_weight)
+
+    @property
+    def regularised(self) -> bool:
+        return self.var_reg_weight > 0 or self.enc_var_weight > 0 or self.enc_cov_weight > 0
+
+
 @dataclass
 class StepOutput:
     loss: torch.Tensor  # scalar, this rank's loss
@@ -56,10 +75,7 @@ def forward_loss(
     video: torch.Tensor,  # [B, C, T, H, W]
     masks: list,  # list[FamilyMasks]
     grid: tuple[int, int, int],
-    loss_exp: float = 1.0,
-    var_reg_weight: float = 0.0,
-    enc_var_weight: float = 0.0,
-    enc_cov_weight: float = 0.0,
+    objective: Objective = Objective(),
     want_rank: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     h = compute_targets(target_encoder, video)  # [B, N, D]
@@ -71,17 +87,17 @@ def forward_loss(
     for f, (m, z) in enumerate(zip(masks, contexts)):
         pred = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
         target = gather_tokens(h, m.tgt_idx)  # [B, Kt, D]
-        loss_f = jepa_loss(pred.float(), target, loss_exp, m.tgt_valid)
-        if var_reg_weight > 0:
+        loss_f = jepa_loss(pred.float(), target, objective.loss_exp, m.tgt_valid)
+        if objective.var_reg_weight > 0:
             stds.append(prediction_std(pred, m.tgt_valid))  # [B, D]
         family_losses.append(loss_f.detach())
         total = total + loss_f
-        if enc_var_weight > 0 or enc_cov_weight > 0:
+        if objective.enc_var_weight > 0 or objective.enc_cov_weight > 0:
             var_term, cov_term = token_vicreg(z, m.ctx_valid)
-            total = total + enc_var_weight * var_term + enc_cov_weight * cov_term
+            total = total + objective.enc_var_weight * var_term + objective.enc_cov_weight * cov_term
     loss = total / len(masks)
     if stds:
-        loss = loss + var_reg_weight * variance_hinge(stds)
+        loss = loss + objective.var_reg_weight * variance_hinge(stds)
     return loss, family_losses, (spread, token_spread, rank)
 
 
@@ -98,27 +114,14 @@ def train_step(
     grid: tuple[int, int, int],
     hp: Hyper,
     clip_grad: float = 0.0,
-    loss_exp: float = 1.0,
-    var_reg_weight: float = 0.0,
-    enc_var_weight: float = 0.0,
-    enc_cov_weight: float = 0.0,
+    objective: Objective = Objective(),
     want_grad_norm: bool = False,
     want_rank: bool = False,
 ) -> StepOutput:
     set_hyper(optimizer, hp.lr, hp.weight_decay)
     optimizer.zero_grad(set_to_none=True)
     loss, family_losses, (spread, token_spread, rank) = forward_loss(
-        encoder,
-        target_encoder,
-        predictor,
-        video,
-        masks,
-        grid,
-        loss_exp,
-        var_reg_weight,
-        enc_var_weight,
-        enc_cov_weight,
-        want_rank,
+        encoder, target_encoder, predictor, video, masks, grid, objective, want_rank
     )
     loss.backward()
     grad_norm = None
