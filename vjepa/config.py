@@ -113,6 +113,7 @@ class DataConfig:
     random_resize_aspect: tuple[float, float] = (0.75, 1.35)
     hflip: float = 0.5
     max_bad_fraction: float = 0.05
+    short_videos: str = "pad"  # a video shorter than a clip's span: pad (repeat the last frame, official) | skip
     synthetic_videos: int = 4096  # source "synthetic": number of distinct procedural videos
     synthetic_size: int = 0  # rendered frame size before the crop; 0 = crop_size * 8 // 7
     pin_memory: bool = True
@@ -122,6 +123,7 @@ class DataConfig:
 class MaskConfig:
     families: tuple[MaskSpec, ...] = (SHORT_RANGE, LONG_RANGE)
     policy: str = "random"  # random (unbiased) | official (cut the highest indices) | pad
+    group_size: int = 24  # clips whose masks are cut to one length (official: one GPU's batch, 24 in V-JEPA 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +145,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     clip_grad: float = 10.0  # 0 disables
+    clip_grad_mode: str = "global"  # global (one norm over all) | separate (encoder, predictor each; V-JEPA 1)
     clip_after_warmup: bool = True
     loss_exp: float = 1.0
     var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on predictions
@@ -159,7 +162,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
     log_every: int = 10
     checkpoint_every: int = 1000
-    keep_last: int = 2
+    checkpoint_every_minutes: float = 0.0  # also checkpoint when this much wall time passed since the last (0: off)
+    keep_last: int = 2  # complete checkpoints kept (>= 1); the newest is never removed
+    existing_run: str = "refuse"  # train.resume=false in a folder holding a run: refuse | archive (moved aside)
     resume: bool = True  # continue from the latest checkpoint in run_dir if there is one
     init_from: str = ""  # a checkpoint folder to start from (e.g. V-JEPA 2 cooldown from the main phase)
     stop_after: int = 0  # stop at this step (schedules still span optim.total_steps); 0 = total_steps
