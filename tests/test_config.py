@@ -74,3 +74,50 @@ def test_shipped_configs_load_and_round_trip(tmp_path):
     assert v2.model.pos_embed == "rope" and v2.optim.schedule == "wsd" and v2.model.pred_num_heads == 12
     cool = load_config(ROOT / "configs/pretrain/vitl16_v2_cooldown.yaml")
     assert cool.data.frames_per_clip == 64 and cool.optim.cooldown_steps == 12000
+
+
+BAD_VALUES = [
+    ("train.log_every=0", "train.log_every"),
+    ("train.checkpoint_every=0", "train.checkpoint_every"),
+    ("train.keep_last=0", "train.keep_last"),
+    ("model.depth=0", "model.depth"),
+    ("model.pred_depth=0", "model.pred_depth"),
+    ("optim.lr=-1", "optim.lr"),
+    ("optim.lr=nan", "optim.lr"),
+    ("optim.lr=.inf", "optim.lr"),
+    ("optim.ema_momentum=1.5", "optim.ema_momentum"),
+    ("optim.betas=[0.9, 1.0]", "optim.betas.1"),
+    ("model.num_heads=5", "model.num_heads"),
+    ("model.pred_num_heads=5", "model.pred_num_heads"),
+    ("data.frames_per_clip=0", "data.frames_per_clip"),
+    ("data.num_workers=-1", "data.num_workers"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("mask.group_size=0", "mask.group_size"),
+    ("optim.lr=[1,", "optim.lr"),  # malformed YAML in an override
+    ("data.crop_size={a: 1", "data.crop_size"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD_VALUES)
+def test_bad_values_are_one_line_errors_naming_the_key(override, key, capsys):
+    from vjepa.cli import main
+
+    demo = ROOT / "configs/debug/tiny_cpu.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_config(demo, [override])
+    message = str(err.value)
+    assert key in message and "\n" not in message, message
+    # the same error from the command line, also with --print-config, before anything is built
+    assert main(["pretrain", "--config", str(demo), "--print-config", override]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and key in out.err, out.err
+
+
+def test_every_bounded_key_exists_and_defaults_pass():
+    from vjepa.config import BOUNDS, Config, check_bounds
+
+    cfg = Config()
+    for key in BOUNDS:
+        section, name = key.split(".")
+        assert hasattr(getattr(cfg, section), name), key
+    check_bounds(cfg)

@@ -13,6 +13,7 @@ Derived values (encoder width from the preset, schedule horizon) are computed by
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -235,14 +236,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # no config number means anything as nan or inf
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -288,7 +294,14 @@ def parse_overrides(cfg: Any, overrides: Sequence[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         dotted, raw = item.split("=", 1)
-        _set_path(tree, cfg, dotted.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(
+                f"{dotted.strip()}: cannot read the value {raw!r} ({problem}); quote it or fix it"
+            ) from None
+        _set_path(tree, cfg, dotted.strip(), value)
     return tree
 
 
@@ -335,10 +348,110 @@ def _choice(key: str, value: str, valid: Sequence[str]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {list(valid)}")
 
 
+# Bounds of numeric fields: key -> (lowest, highest, whether the lowest itself is allowed). None: unbounded.
+# Checked for every config, so a zero interval or a negative count fails at load time, naming the key, instead of
+# as a ZeroDivisionError (or a silently empty model) after the model is built.
+_AT_LEAST_1 = (1, None, True)
+_NON_NEGATIVE = (0, None, True)
+_POSITIVE = (0, None, False)
+_FRACTION = (0, 1, True)
+BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
+    "model.embed_dim": _AT_LEAST_1,
+    "model.depth": _AT_LEAST_1,
+    "model.num_heads": _AT_LEAST_1,
+    "model.mlp_ratio": _POSITIVE,
+    "model.patch_size": _AT_LEAST_1,
+    "model.tubelet_size": _AT_LEAST_1,
+    "model.pred_embed_dim": _AT_LEAST_1,
+    "model.pred_depth": _AT_LEAST_1,
+    "model.pred_num_heads": _AT_LEAST_1,
+    "data.frames_per_clip": _AT_LEAST_1,
+    "data.frame_step": _NON_NEGATIVE,
+    "data.fps": _NON_NEGATIVE,
+    "data.duration": _NON_NEGATIVE,
+    "data.crop_size": _AT_LEAST_1,
+    "data.batch_size": _AT_LEAST_1,
+    "data.num_workers": _NON_NEGATIVE,
+    "data.timeout": _NON_NEGATIVE,
+    "data.shard_shuffle": _AT_LEAST_1,
+    "data.hflip": _FRACTION,
+    "data.max_bad_fraction": _FRACTION,
+    "data.synthetic_videos": _AT_LEAST_1,
+    "data.synthetic_size": _NON_NEGATIVE,
+    "mask.group_size": _AT_LEAST_1,
+    "optim.total_steps": _AT_LEAST_1,
+    "optim.horizon_scale": _POSITIVE,
+    "optim.warmup_steps": _NON_NEGATIVE,
+    "optim.cooldown_steps": _NON_NEGATIVE,
+    "optim.start_lr": _NON_NEGATIVE,
+    "optim.lr": _POSITIVE,
+    "optim.final_lr": _NON_NEGATIVE,
+    "optim.weight_decay": _NON_NEGATIVE,
+    "optim.final_weight_decay": _NON_NEGATIVE,
+    "optim.ema_momentum": _FRACTION,
+    "optim.final_ema_momentum": _FRACTION,
+    "optim.eps": _POSITIVE,
+    "optim.clip_grad": _NON_NEGATIVE,
+    "optim.loss_exp": _POSITIVE,
+    "optim.var_reg_weight": _NON_NEGATIVE,
+    "optim.enc_var_weight": _NON_NEGATIVE,
+    "optim.enc_cov_weight": _NON_NEGATIVE,
+    "train.seed": _NON_NEGATIVE,
+    "train.log_every": _AT_LEAST_1,
+    "train.checkpoint_every": _AT_LEAST_1,
+    "train.checkpoint_every_minutes": _NON_NEGATIVE,
+    "train.keep_last": _AT_LEAST_1,
+    "train.stop_after": _NON_NEGATIVE,
+    "train.threads": _NON_NEGATIVE,
+    "train.collapse_threshold": _NON_NEGATIVE,
+}
+
+
+def _check_bound(key: str, value: float | None, bound: tuple[float | None, float | None, bool]) -> None:
+    lo, hi, lo_ok = bound
+    if value is None:
+        return
+    if (lo is not None and (value < lo or (value == lo and not lo_ok))) or (hi is not None and value > hi):
+        if hi is None:
+            want = f">= {lo}" if lo_ok else f"> {lo}"
+        else:
+            want = f"in [{lo}, {hi}]"
+        raise ConfigError(f"{key}={value} must be {want}")
+
+
+def check_bounds(cfg: Config) -> None:
+    """Every field named in BOUNDS lies in its range (None, for optional fields, always passes)."""
+    for key, bound in BOUNDS.items():
+        section, name = key.split(".")
+        _check_bound(key, getattr(getattr(cfg, section), name), bound)
+    for i, beta in enumerate(cfg.optim.betas):
+        if not 0 <= beta < 1:
+            raise ConfigError(f"optim.betas.{i}={beta} must be in [0, 1)")
+    for i, src in enumerate(cfg.data.sources):
+        _check_bound(f"data.sources.{i}.frames_per_clip", src.frames_per_clip, _NON_NEGATIVE)
+
+
+def _check_heads(m: ModelConfig) -> None:
+    """Encoder and predictor widths split evenly over their attention heads."""
+    arch = m.resolved()
+    _check_bound("model.embed_dim", arch["embed_dim"], _AT_LEAST_1)
+    _check_bound("model.depth", arch["depth"], _AT_LEAST_1)
+    _check_bound("model.num_heads", arch["num_heads"], _AT_LEAST_1)
+    if arch["embed_dim"] % arch["num_heads"]:
+        raise ConfigError(
+            f"model.num_heads={arch['num_heads']} must divide the encoder width model.embed_dim={arch['embed_dim']}"
+        )
+    pred_heads = m.pred_num_heads or arch["num_heads"]
+    if m.pred_embed_dim % pred_heads:
+        key = "model.pred_num_heads" if m.pred_num_heads else "model.pred_num_heads (default: the encoder's heads)"
+        raise ConfigError(f"{key}={pred_heads} must divide the predictor width model.pred_embed_dim={m.pred_embed_dim}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
-    m.resolved()
+    check_bounds(cfg)
+    _check_heads(m)
     _choice("model.pos_embed", m.pos_embed, ("sincos", "rope"))
     _choice("model.attn_impl", m.attn_impl, ("sdpa", "reference", "flash"))
     _choice("data.source", d.source, ("csv", "synthetic"))
