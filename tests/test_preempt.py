@@ -27,7 +27,7 @@ from vjepa.train.preempt import PREEMPTED_EXIT_CODE
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-STEPS = 40  # enough that a run signalled after its first step is still far from the end
+STEPS = 24  # enough that a run signalled after its first step is still far from the end
 
 
 def tiny_args(run_dir, *extra):
@@ -154,3 +154,40 @@ def test_checkpoint_every_minutes_writes_checkpoints_between_step_intervals(tmp_
 def test_checkpoint_every_minutes_is_validated(value):
     with pytest.raises(ConfigError, match="train.checkpoint_every_minutes"):
         load_config(None, [f"train.checkpoint_every_minutes={value}", "data.source=synthetic"])
+
+
+def _children(pid):
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """Two processes under torchrun; only rank 1 is signalled. Both must stop after the same step (the save is
+    collective: a rank that kept training would hang it) and leave a checkpoint at that step."""
+    run, seen = tmp_path / "run", []
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "vjepa.cli", "pretrain", *tiny_args(run, "data.batch_size=2")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert read_until(proc, r"^step 1/", seen), "".join(seen)
+        workers = {}
+        for pid in _children(proc.pid):
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            rank = next(int(x[5:]) for x in environ if x.startswith(b"RANK="))
+            workers[rank] = pid
+        os.kill(workers[1], signal.SIGTERM)
+        stop = read_until(proc, r"stopping after step (\d+)", seen)
+        seen += proc.stdout.readlines()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    out = "".join(seen)
+    assert stop and "a stop signal (on another rank) received" in out, out
+    assert latest_checkpoint(run).name == f"step_{int(stop.group(1)):08d}"
+    assert "exitcode  : 75" in out or "exitcode: 75" in out.replace(" ", ""), out
