@@ -116,6 +116,9 @@ def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
 
 
 def git_revision() -> str:
+    stamp = Path(__file__).resolve().parents[1] / "REVISION"  # written into a job's code snapshot (launch/job.py)
+    if stamp.exists():
+        return stamp.read_text().strip()
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
