@@ -74,6 +74,12 @@ def wait_for(condition, what, timeout=300):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def first_record(run):
+    """True once log.jsonl holds one complete line (it may be read mid-write)."""
+    path = run / "log.jsonl"
+    return path.exists() and path.read_text().count("\n") >= 1
+
+
 def test_local_executor_timeout_requeue_and_exact_resume(installed, tmp_path):
     run, logs, steps = tmp_path / "run", tmp_path / "logs", 24
     args = tiny_args(run, f"optim.total_steps={steps}")
@@ -84,7 +90,7 @@ def test_local_executor_timeout_requeue_and_exact_resume(installed, tmp_path):
         [*cmd, "--", *args], cwd=outside, env=_env(installed), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        wait_for(lambda: (run / "log.jsonl").exists() and log_records(run), "the first step of the job")
+        wait_for(lambda: first_record(run), "the first step of the job")
         [folder] = logs.iterdir()
         [first] = (folder / "starts").glob("*/start_000.yaml")
         pid = int(re.search(r"^# pid: (\d+)$", first.read_text(), re.M).group(1))
