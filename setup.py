@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["vjepa", "vjepa.*", "evals", "evals.*"]),
+    packages=find_packages(include=["vjepa", "vjepa.*", "evals", "evals.*", "launch", "launch.*"]),
     install_requires=[
         "torch>=2.6,<2.15",
         "torchvision>=0.21",

@@ -1,0 +1,2 @@
+"""Launchers for `vjepa pretrain`: `slurm` (submitit, requeue on preemption, code snapshots) and `local` (torchrun).
+Run them as `vjepa launch slurm|local ...` (or `python -m launch.slurm|local`); `job` is what a submitted job runs."""

@@ -1,95 +1,252 @@
-"""Submit `vjepa pretrain` to SLURM with submitit: one task per GPU, NCCL, torchrun-style variables.
+"""Submit `vjepa pretrain` to SLURM with submitit (or run the same path on this machine with `--executor local`).
 
-    python -m launch.slurm --nodes 16 --gpus-per-node 8 --partition learn --time 4320 \
+    vjepa launch slurm --nodes 16 --gpus-per-node 8 --partition learn --time 4320 \\
         -- --config configs/pretrain/vitl16.yaml train.run_dir=/checkpoint/me/vitl16
+    vjepa launch slurm --array configs/a.yaml configs/b.yaml -- optim.total_steps=1000    # one array task each
+    vjepa launch slurm --sweep sweep.txt -- --config configs/pretrain/vitl16.yaml        # one line per task
+    vjepa launch slurm --executor local --gpus-per-node 0 --tasks-per-node 1 --wait -- ...  # debug, no cluster
 
-This is the only place that reads SLURM variables: each task maps SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID
-and the first node of SLURM_JOB_NODELIST to RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR, then calls the same
-`vjepa.cli` entry point as a local run. A preempted or timed-out job is requeued and resumes from the latest
-checkpoint in train.run_dir (train.resume is on by default).
+Everything after `--` goes to `vjepa pretrain` (`python -m launch.slurm` is the same command). The config of
+every task is loaded and validated before anything is submitted or created: a bad config gives the one-line
+error of `vjepa pretrain` and exit status 2. Each submission gets a folder `<log-dir>/<YYYYmmdd-HHMMSS>/` with
+`code/` (a snapshot of the vjepa, evals and launch sources the jobs import from, so a requeued job runs the code
+it was submitted with), submitit's logs and pickles (named by job id) and `starts/<job id>/start_NNN.yaml`
+(resolved config, git revision, host and time of every (re)start; launch/job.py).
+
+A job stopped by preemption (SIGTERM) or by the time limit (USR2, `--signal-delay` seconds before it; raise it if
+a checkpoint takes longer) writes a checkpoint at its current step and is requeued; it resumes from that
+checkpoint (train.resume is on by default), up to `--max-requeues` times for time limits. A task whose training
+fails raises, so the job ends FAILED. A sweep file holds one `vjepa pretrain` argument list per line (overrides,
+optionally `--config FILE`; `#` starts a comment), appended to the arguments after `--`; every task must name its
+own train.run_dir.
+
+Departs from the official launcher, which maps the SLURM variables itself and fixes the rendezvous port.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import re
+import shlex
 import sys
+import time
+from pathlib import Path
+
+EXECUTORS = ("slurm", "local")
 
 
-def slurm_env_to_torch(env: dict[str, str], port: int = 29500) -> dict[str, str]:
-    """The torchrun variables for this SLURM task; raises KeyError naming a missing SLURM variable."""
-    for key in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST"):
-        if key not in env:
-            raise KeyError(f"{key} is not set: launch.slurm must run inside a SLURM task")
-    nodelist = env["SLURM_JOB_NODELIST"]
-    try:
-        master = subprocess.run(
-            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
-        ).stdout.split()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        master = nodelist.split(",")[0].split("[")[0]
-    return {
-        "RANK": env["SLURM_PROCID"],
-        "WORLD_SIZE": env["SLURM_NTASKS"],
-        "LOCAL_RANK": env["SLURM_LOCALID"],
-        "MASTER_ADDR": master,
-        "MASTER_PORT": env.get("MASTER_PORT", str(port)),
-    }
-
-
-class Task:
-    """The callable submitit runs in every task; checkpoint() makes preemption requeue the same task."""
-
-    def __init__(self, pretrain_args: list[str]) -> None:
-        self.pretrain_args = pretrain_args
-
-    def __call__(self) -> int:
-        os.environ.update(slurm_env_to_torch(dict(os.environ)))
-        from vjepa.cli import main
-
-        return main(["pretrain", *self.pretrain_args])
-
-    def checkpoint(self):  # submitit hook on preemption / timeout
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(Task(self.pretrain_args))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = __doc__
+    parser.add_argument("--executor", choices=EXECUTORS, default="slurm", help="local: submitit's local executor")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--tasks-per-node", type=int, default=0, help="0: one per GPU (1 without GPUs)")
     parser.add_argument("--cpus-per-task", type=int, default=12)
     parser.add_argument("--mem-gb", type=int, default=0, help="0: the partition's default")
     parser.add_argument("--partition", default="")
     parser.add_argument("--account", default="")
-    parser.add_argument("--time", type=int, default=4320, help="minutes")
+    parser.add_argument("--qos", default="")
+    parser.add_argument("--constraint", default="", help="node features, e.g. 'volta32gb'")
+    parser.add_argument("--exclude", default="", help="nodes to avoid, e.g. 'node[01-03]'")
+    parser.add_argument("--time", type=int, default=4320, help="time limit in minutes")
+    parser.add_argument("--signal-delay", type=int, default=120, help="seconds between USR2 and the time limit")
+    parser.add_argument("--max-requeues", type=int, default=20, help="requeues after a time limit (preemption: any)")
+    parser.add_argument(
+        "--setup", action="append", default=[], metavar="LINE", help="shell line run before the tasks (repeatable)"
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--array", nargs="+", default=[], metavar="CONFIG", help="one array task per config file")
+    group.add_argument("--sweep", default="", metavar="FILE", help="one array task per line of pretrain arguments")
+    parser.add_argument("--array-parallelism", type=int, default=0, help="array tasks running at once (0: all)")
     parser.add_argument("--log-dir", default="runs/slurm_logs")
     parser.add_argument("--job-name", default="vjepa")
+    parser.add_argument("--no-snapshot", action="store_true", help="import the code as installed, not a copy")
+    parser.add_argument("--wait", action="store_true", help="wait for the jobs; exit 1 if one failed")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="-- then the arguments of vjepa pretrain")
-    args = parser.parse_args(argv)
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
 
-    import submitit
 
-    executor = submitit.AutoExecutor(folder=args.log_dir, slurm_max_num_timeout=20)
-    params = dict(
+class LaunchError(ValueError):
+    """Bad launcher arguments; the message is printed as one line."""
+
+
+def _split(args: list[str], where: str) -> tuple[str | None, list[str]]:
+    """(config file, overrides) of a `vjepa pretrain` argument list."""
+    parser = argparse.ArgumentParser(prog=f"vjepa pretrain ({where})", add_help=False, exit_on_error=False)
+    parser.add_argument("--config", "-c", default=None)
+    parser.add_argument("--print-config", action="store_true")
+    parser.add_argument("overrides", nargs="*")
+    try:
+        parsed, unknown = parser.parse_known_intermixed_args(args)
+    except argparse.ArgumentError as err:
+        raise LaunchError(f"{where}: {err}") from None
+    if unknown:
+        raise LaunchError(f"{where}: unknown arguments {unknown}")
+    if parsed.print_config:
+        raise LaunchError(f"{where}: --print-config is for vjepa pretrain; run that instead")
+    return parsed.config, parsed.overrides
+
+
+def task_arguments(rest: list[str], array: list[str], sweep: str) -> list[tuple[str, list[str]]]:
+    """(label, pretrain arguments) of every task to submit."""
+    config, overrides = _split(rest, "arguments after --")
+    variants: list[tuple[str, list[str]]] = []
+    if array:
+        variants = [(f"array task {i} ({path})", ["--config", path]) for i, path in enumerate(array)]
+    elif sweep:
+        try:
+            lines = Path(sweep).read_text().splitlines()
+        except OSError as err:
+            raise LaunchError(f"--sweep {sweep}: {err.strerror or err}") from None
+        for n, line in enumerate(lines, 1):
+            words = shlex.split(line, comments=True)
+            if words:
+                variants.append((f"{sweep}:{n} (array task {len(variants)})", words))
+        if not variants:
+            raise LaunchError(f"--sweep {sweep}: no argument lines")
+    if not variants:
+        return [("job", [*(["--config", config] if config else []), *overrides])]
+    out = []
+    for label, words in variants:
+        own_config, own_overrides = _split(words, label)
+        if own_config and config:
+            raise LaunchError(f"{label}: --config is given both here and after --")
+        chosen = own_config or config
+        out.append((label, [*(["--config", chosen] if chosen else []), *overrides, *own_overrides]))
+    return out
+
+
+def validate_tasks(tasks: list[tuple[str, list[str]]]) -> None:
+    """Load every task's config as `vjepa pretrain` would; ConfigError/LaunchError name the task and the key."""
+    from vjepa.config import ConfigError, load_config
+
+    run_dirs: dict[Path, str] = {}
+    for label, args in tasks:
+        config, overrides = _split(args, label)
+        try:
+            cfg = load_config(config, overrides)
+        except ConfigError as err:
+            raise ConfigError(str(err) if len(tasks) == 1 else f"{label}: {err}") from None
+        run_dir = Path(cfg.train.run_dir).expanduser().resolve()
+        if run_dir in run_dirs:
+            raise LaunchError(f"{label} and {run_dirs[run_dir]} share train.run_dir={run_dir}; give each its own")
+        run_dirs[run_dir] = label
+
+
+def submission_folder(log_dir: Path) -> Path:
+    """A new `<log_dir>/<timestamp>[-N]` folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        folder = log_dir / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder.resolve()
+        except FileExistsError:
+            continue
+    raise LaunchError(f"{log_dir}: could not create a new submission folder")
+
+
+def executor_parameters(args: argparse.Namespace, setup: list[str]) -> dict[str, object]:
+    """submitit AutoExecutor parameters for `args` (cluster-specific ones prefixed with the executor's name)."""
+    tasks = args.tasks_per_node or max(1, args.gpus_per_node)
+    params: dict[str, object] = dict(
+        name=args.job_name,
         nodes=args.nodes,
-        tasks_per_node=args.gpus_per_node,
+        tasks_per_node=tasks,
         gpus_per_node=args.gpus_per_node,
         cpus_per_task=args.cpus_per_task,
         timeout_min=args.time,
-        name=args.job_name,
     )
     if args.mem_gb:
         params["mem_gb"] = args.mem_gb
-    extra = {k: v for k, v in (("partition", args.partition), ("account", args.account)) if v}
-    executor.update_parameters(**params, **{f"slurm_{k}": v for k, v in extra.items()})
-    job = executor.submit(Task(rest))
-    print(f"submitted job {job.job_id}; logs in {args.log_dir}")
-    return 0
+    if args.executor == "local":
+        return {**params, "local_setup": setup}
+    slurm = dict(
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        constraint=args.constraint,
+        exclude=args.exclude,
+    )
+    params.update({f"slurm_{k}": v for k, v in slurm.items() if v})
+    params.update(slurm_setup=setup, slurm_signal_delay_s=args.signal_delay)
+    if args.array_parallelism:
+        params["slurm_array_parallelism"] = args.array_parallelism
+    return params
+
+
+def make_executor(args: argparse.Namespace, folder: Path, code_dir: Path | None) -> object:
+    """The submitit executor of a submission (on SLURM, submitit's files go to one folder per job id)."""
+    import submitit
+
+    from launch.job import setup_lines
+
+    executor = submitit.AutoExecutor(
+        folder=folder / "%j" if args.executor == "slurm" else folder,
+        cluster=args.executor,
+        slurm_max_num_timeout=args.max_requeues,
+        local_max_num_timeout=args.max_requeues,
+    )
+    executor.update_parameters(**executor_parameters(args, [*args.setup, *setup_lines(code_dir)]))
+    return executor
+
+
+def _reason(trace: str) -> str:
+    """The exception line of a failed job's traceback as submitit reports it (else its first line)."""
+    found = re.findall(r"^\w[\w.]*(?:Error|Failed|Exception|Interrupt)\w*: .*$", trace, re.M)
+    return found[-1] if found else trace.strip().splitlines()[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    from vjepa.config import ConfigError
+
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    try:
+        tasks = task_arguments(rest, args.array, args.sweep)
+        validate_tasks(tasks)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import submitit
+
+    from launch.job import Task, snapshot
+
+    folder = submission_folder(Path(args.log_dir))
+    code_dir = None if args.no_snapshot else folder / "code"
+    revision = snapshot(code_dir) if code_dir else "not snapshotted"
+    executor = make_executor(args, folder, code_dir)
+    work = [Task(task_args, str(folder), str(code_dir) if code_dir else None) for _, task_args in tasks]
+    with submitit.helpers.clean_env():  # no RANK/MASTER_PORT/SLURM_* of this shell leak into the jobs
+        if len(work) == 1:
+            jobs = [executor.submit(work[0])]
+        else:
+            with executor.batch():
+                jobs = [executor.submit(task) for task in work]
+    for (label, task_args), job in zip(tasks, jobs):
+        print(f"submitted job {job.job_id} ({label}): vjepa pretrain {shlex.join(task_args)}")
+    print(f"logs in {folder}; code {code_dir or 'as installed'} at git revision {revision}", flush=True)
+    if not args.wait:
+        return 0
+    failed = 0
+    for job in jobs:
+        try:
+            print(f"job {job.job_id}: {job.result()}")
+        except Exception as err:  # submitit raises FailedJobError/UncompletedJobError with the task's traceback
+            failed += 1
+            print(f"job {job.job_id} failed: {_reason(str(err))}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launch.slurm")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from launch.slurm import main as _main  # the importable module, not __main__, so the pickled task is found
+
+    sys.exit(_main())

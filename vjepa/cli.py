@@ -1,4 +1,4 @@
-"""The `vjepa` command: pretrain, synth, export, `data {make-shards,check,convert}`, `eval {extract,attentive,...}`.
+"""The `vjepa` command: pretrain, synth, export, `data {make-shards,...}`, `eval {extract,...}`, `launch {slurm,local}`.
 
     vjepa pretrain --config configs/debug/tiny_cpu.yaml train.run_dir=runs/demo optim.lr=1e-3
     vjepa synth --out data/synth --num-videos 64
@@ -6,7 +6,11 @@
     vjepa export runs/demo --out demo.safetensors
     vjepa eval run configs/eval/synthetic_check.yaml
 
-`pretrain` runs unchanged under `torchrun --nproc_per_node N -m vjepa.cli pretrain ...` (see launch/).
+    vjepa launch slurm --nodes 2 --gpus-per-node 8 --partition learn -- --config configs/pretrain/vitl16.yaml
+
+`pretrain` runs unchanged under `torchrun --nproc_per_node N -m vjepa.cli pretrain ...` (what `vjepa launch local`
+does). Its exit status: 0 done, 2 bad input, 3 non-finite loss, 75 stopped by SIGTERM/SIGUSR1/SIGUSR2 after writing
+a checkpoint (run it again to resume).
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "make-shards": ("vjepa.data.make_shards", "pack a CSV list into tar shards (optionally re-encoded)"),
             "check": ("vjepa.data.check", "scan a list, folder or shards; report bad files, write a cleaned list"),
             "convert": ("vjepa.data.convert", "turn Kinetics/SSv2/UCF-101/HMDB-51/Diving-48 annotations into lists"),
+        },
+    ),
+    "launch": (
+        "cluster launch: slurm (submitit; --executor local runs it on this machine), local (torchrun)",
+        {
+            "slurm": ("launch.slurm", "submit pretraining to SLURM: validated first, requeued on preemption"),
+            "local": ("launch.local", "pretrain with N processes on this machine through torchrun"),
         },
     ),
     "eval": (

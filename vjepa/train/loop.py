@@ -6,7 +6,10 @@ EMA, log, checkpoint. Everything is keyed on the global step: schedules, masks a
 functions of it, so a run stopped at step k and resumed continues exactly.
 
 A non-finite loss stops the run with a message before anything is saved, so the last good checkpoint stays
-intact. Host syncs happen on log and checkpoint steps only.
+intact. SIGTERM/SIGUSR1/SIGUSR2 (preemption, time limit) end the run after the current step with a checkpoint at
+that step and exit code 75, and `train.checkpoint_every_minutes` adds wall-clock checkpoints (vjepa/train/preempt.py).
+Host syncs happen on log and checkpoint steps only, plus, with several processes, the per-step agreement of all
+ranks on those two decisions (two flags in one all_reduce).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from vjepa.models.predictor import Predictor
 from vjepa.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vjepa.train.ema import ema_pairs, local_shard
 from vjepa.train.optim import build_optimizer
+from vjepa.train.preempt import PREEMPTED_EXIT_CODE, CheckpointClock, StopSignals, agree
 from vjepa.train.schedules import hyper
 from vjepa.train.step import Objective, grid_of, train_step
 
@@ -112,6 +116,9 @@ def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
 
 
 def git_revision() -> str:
+    stamp = Path(__file__).resolve().parents[1] / "REVISION"  # written into a job's code snapshot (launch/job.py)
+    if stamp.exists():
+        return stamp.read_text().strip()
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -166,8 +173,11 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
-    """Pretrain per `cfg`; returns a summary (final step, losses logged on rank 0)."""
+def train(cfg: Config, dist_info: DistInfo | None = None, stop: StopSignals | None = None) -> dict:
+    """Pretrain per `cfg`; returns a summary (final step, losses logged on rank 0, whether it was preempted).
+
+    `stop` (entered by the caller, see `main`) makes SIGTERM/SIGUSR1/SIGUSR2 end the run after the current step
+    with a checkpoint at that step (vjepa/train/preempt.py); without it the signals keep their usual effect."""
     # ---- setup
     # FSDP2 warns that a Linear output is a view; nothing here modifies module outputs in place.
     warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
@@ -212,9 +222,14 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
     data_time = step_time = 0.0
     window_steps, window_start = 0, time.perf_counter()
     last_good = start_step
+    stop = stop or StopSignals()  # not entered: records nothing
+    clock = CheckpointClock(t.checkpoint_every_minutes)
+    stopped = False
+    with StopSignals.blocked():  # loader workers start with the stop signals blocked (see preempt.py)
+        batches = iter(loader)
     tick = time.perf_counter()
     step = start_step
-    for batch in loader:
+    for batch in batches:
         step = batch["step"]
         video = batch["video"].to(device, non_blocking=True)
         masks = [m.to(device) for m in batch["masks"]] if device.type != "cpu" else batch["masks"]
@@ -246,6 +261,12 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
         step_time += tick - t_data
         window_steps += 1
         is_ckpt = (step + 1) % t.checkpoint_every == 0 or step + 1 == end_step
+        stopped, time_due = agree(stop.requested, info.is_main and clock.due(), device)  # same answer on all ranks
+        stopped = stopped and step + 1 < end_step
+        is_ckpt = is_ckpt or stopped or time_due
+        if stopped:
+            by = stop.name or "a stop signal (on another rank)"
+            logger.print(f"{by} received: stopping after step {step + 1} and writing a checkpoint")
         if is_ckpt:
             bad |= ~params_finite(encoder)
         if is_log or is_ckpt:
@@ -303,22 +324,37 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 {"loss": history[-1]["loss"] if history else math.nan},
             )
             last_good = step + 1
+            clock.reset()
             logger.print(f"saved checkpoint {path}")
+        if stopped:
+            logger.print(
+                f"preempted at step {step + 1} of {end_step}: exiting with code {PREEMPTED_EXIT_CODE}; "
+                "run the same command again (or let the SLURM launcher requeue) to resume"
+            )
+            break
     logger.close()
-    return {"step": step + 1 if end_step > start_step else start_step, "history": history, "run_dir": str(run_dir)}
+    return {
+        "step": step + 1 if end_step > start_step else start_step,
+        "history": history,
+        "run_dir": str(run_dir),
+        "preempted": stopped,
+    }
 
 
 def main(cfg: Config) -> int:
+    """`vjepa pretrain`: 0 done, 2 bad input, 3 non-finite loss, PREEMPTED_EXIT_CODE (75) stopped by a signal
+    after writing a checkpoint (run it again to resume)."""
     from vjepa.distributed import shutdown
 
-    try:
-        train(cfg)
-    except NonFiniteLoss as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    except (FileNotFoundError, CheckpointMismatchError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown()
-    return 0
+    with StopSignals() as stop:
+        try:
+            result = train(cfg, stop=stop)
+        except NonFiniteLoss as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 3
+        except (FileNotFoundError, CheckpointMismatchError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        finally:
+            shutdown()
+    return PREEMPTED_EXIT_CODE if result["preempted"] else 0
