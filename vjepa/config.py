@@ -498,8 +498,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.stop_after must lie in [0, optim.total_steps]")
     if d.batch_size <= 0:
         raise ConfigError("data.batch_size must be positive")
-    if not (0 <= t.checkpoint_every_minutes < math.inf):
-        raise ConfigError(f"train.checkpoint_every_minutes must be >= 0 (0: off), got {t.checkpoint_every_minutes}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
