@@ -29,6 +29,16 @@ def test_effective_rank_hand_values():
     assert math.isclose(effective_rank(torch.ones(5, 4)).item(), 1.0, rel_tol=1e-5)  # no variance at all
 
 
+def test_effective_rank_of_non_finite_input_is_nan_not_an_error():
+    # linalg.eigh fails to converge on NaN or inf entries, or on a covariance that overflows; the log-step metric
+    # must return NaN instead, so that the loop's non-finite check can speak.
+    for bad in (float("nan"), float("inf"), 1e30):
+        x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+        x[3, 2] = bad
+        assert math.isnan(effective_rank(x).item()), bad
+    assert math.isclose(effective_rank(torch.eye(4)).item(), 3.0, rel_tol=1e-4)  # finite input unchanged
+
+
 def test_forward_loss_adds_the_encoder_vicreg_terms_per_family():
     torch.manual_seed(0)
     cfg = tiny_cfg("unused")

@@ -19,7 +19,9 @@ The backward of that all-reduce sums the gradients of every process's (identical
 gradient reduction divides by the number of processes, so the parameter gradients equal those of the
 single-process objective.
 The diagnostic, effective_rank, is exp(entropy) of the normalised covariance spectrum of a set of features: it
-falls towards 1 under dimensional collapse (the training log's `rank`, the eval tables' token statistics).
+falls towards 1 under dimensional collapse (the training log's `rank`, the eval tables' token statistics). On
+non-finite input it returns NaN instead of failing in the eigensolver (no host sync), so a diverging run reaches
+the training loop's non-finite check.
 
 Shapes: B batch, K target tokens, D width.
 """
@@ -90,11 +92,17 @@ def token_vicreg(
 
 
 def covariance_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues of the covariance of x [N, D] (rows are samples), normalised to sum 1, descending: [D]."""
+    """Eigenvalues of the covariance of x [N, D] (rows are samples), normalised to sum 1, descending: [D].
+
+    All NaN when x (or its covariance) is not finite: the eigensolver then sees zeros instead of failing."""
     x = x.float()
     x = x - x.mean(dim=0)
-    ev = torch.linalg.eigvalsh(x.T @ x).clamp_min(0.0).flip(0)  # [D]
-    return ev / ev.sum().clamp_min(1e-12)
+    cov = x.T @ x  # [D, D]
+    finite = torch.isfinite(cov).all()
+    cov = torch.where(finite, cov, torch.zeros_like(cov))
+    ev = torch.linalg.eigvalsh(cov).clamp_min(0.0).flip(0)  # [D]
+    p = ev / ev.sum().clamp_min(1e-12)
+    return torch.where(finite, p, torch.full_like(p, float("nan")))
 
 
 def spectrum_rank(p: torch.Tensor) -> torch.Tensor:
