@@ -56,7 +56,8 @@ KINDS = ("multiblock", "tube", "causal")
 
 @dataclass(frozen=True, kw_only=True)
 class FamilyMasks:
-    """Masks of one family for a batch. `*_valid` are None except for policy "pad" (False = padded slot)."""
+    """Masks of one family for a batch. `*_valid` (False = padded slot) are None except for policy "pad" and for
+    rows of mask groups with different kept counts (see `stack_rows`)."""
 
     ctx_idx: torch.Tensor  # [B, Kc] long
     tgt_idx: torch.Tensor  # [B, Kt] long
