@@ -1,7 +1,9 @@
 """Distributed code against a single-process oracle (gloo on CPU, real separate processes).
 
 - The training step on 2 processes, each with half of the global batch, gives the same loss, gradients and
-  updated weights as 1 process with the whole batch, and the EMA target weights are identical on every rank.
+  updated weights as 1 process with the whole batch, and the EMA target weights are identical on every rank;
+  also with the VICReg terms on (statistics gathered over processes) and with mask groups that straddle the
+  processes (padded rows of groups with different kept counts).
 - A run on 2 processes, stopped and resumed on 1 process with the same global batch, continues with the losses
   of an uninterrupted run.
 """
@@ -32,26 +34,27 @@ def _env(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
 
 
-def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: int) -> None:
+def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: int, extra: list) -> None:
     _env(rank, world, port)
     from vjepa.data.loader import build_mask_generator
     from vjepa.distributed import init_distributed, shutdown
     from vjepa.train.ema import ema_pairs
     from vjepa.train.loop import build_training
     from vjepa.train.schedules import hyper
-    from vjepa.train.step import grid_of, train_step
+    from vjepa.train.step import Objective, grid_of, train_step
 
-    cfg = tiny_cfg(out_dir, f"data.batch_size={global_batch // world}", "optim.clip_grad=1.0")
+    cfg = tiny_cfg(out_dir, f"data.batch_size={global_batch // world}", "optim.clip_grad=1.0", *extra)
     info = init_distributed("cpu")
     models, optimizer = build_training(cfg, info, torch.float32)
     encoder, predictor, target = models["encoder"], models["predictor"], models["target_encoder"]
     ema_t, ema_s = ema_pairs(encoder, target)
     gen = build_mask_generator(cfg)
     b, lo = global_batch // world, rank * (global_batch // world)
-    result = {"loss": []}
+    result = {"loss": [], "valid": []}
     for step in range(2):
         video = torch.randn(global_batch, 3, 8, 32, 32, generator=torch.Generator().manual_seed(step))
-        masks = [m.rows(lo, lo + b) for m in gen(step, global_batch)]
+        masks = gen.for_rows(step, lo, lo + b, global_batch)
+        result["valid"] += [m.tgt_valid is not None for m in masks]
         out = train_step(
             encoder=encoder,
             target_encoder=target,
@@ -64,6 +67,7 @@ def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: i
             grid=grid_of(video, 2, 16),
             hp=hyper(cfg.optim, step),
             clip_grad=1.0,
+            objective=Objective.from_config(cfg.optim),
         )
         loss = out.loss.clone()
         torch.distributed.all_reduce(loss)
@@ -75,9 +79,9 @@ def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: i
     shutdown()
 
 
-def test_two_processes_match_one_process(tmp_path):
+def _two_against_one(tmp_path, global_batch: int, extra: list) -> None:
     for world in (1, 2):
-        mp.spawn(_step_worker, args=(world, _port(), str(tmp_path), 4), nprocs=world, join=True)
+        mp.spawn(_step_worker, args=(world, _port(), str(tmp_path), global_batch, extra), nprocs=world, join=True)
     one = torch.load(tmp_path / "step_w1_r0.pt")
     r0, r1 = torch.load(tmp_path / "step_w2_r0.pt"), torch.load(tmp_path / "step_w2_r1.pt")
     assert r0["loss"] == pytest.approx(one["loss"], rel=1e-5)
@@ -87,6 +91,18 @@ def test_two_processes_match_one_process(tmp_path):
     for name, w in r0["target"].items():
         assert torch.equal(w, r1["target"][name]), name  # identical EMA weights on every rank
         torch.testing.assert_close(w, one["target"][name], rtol=1e-5, atol=1e-6, msg=name)
+    return one, r0, r1
+
+
+def test_two_processes_match_one_process(tmp_path):
+    _two_against_one(tmp_path, 4, [])
+
+
+def test_two_processes_match_one_process_with_vicreg_and_straddling_groups(tmp_path):
+    # global batch 6 in groups of 4: rank 1 holds row 3 of group 0 and both rows of group 1 (padded masks)
+    vicreg = ["optim.enc_var_weight=1.0", "optim.enc_cov_weight=0.5", "optim.var_reg_weight=0.5"]
+    one, r0, r1 = _two_against_one(tmp_path, 6, [*vicreg, "mask.group_size=4", "train.seed=1"])
+    assert any(r1["valid"]) and any(one["valid"])  # the padded path was exercised
 
 
 def _train_worker(rank: int, world: int, port: int, run_dir: str, overrides: list) -> None:

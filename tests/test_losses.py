@@ -95,3 +95,21 @@ def test_token_vicreg_skips_padded_slots_and_has_gradients():
     one = torch.randn(1, 1, 3, requires_grad=True)
     var_term, cov_term = token_vicreg(one)
     assert var_term.item() == 0.0 and cov_term.item() == 0.0
+
+
+def test_jepa_loss_with_padding_weighs_every_sample_equally():
+    # Rows of two mask groups: sample 0 keeps 1 target token (second slot padded), sample 1 keeps 2. Each sample's
+    # mean counts once, as when each group's rows are averaged on their own and the groups averaged.
+    pred = torch.tensor([[[2.0], [9.0]], [[1.0], [5.0]]])  # [2, 2, 1]
+    target = torch.zeros(2, 2, 1)
+    valid = torch.tensor([[True, False], [True, True]])
+    assert jepa_loss(pred, target, valid=valid).item() == (2.0 + (1.0 + 5.0) / 2) / 2  # tokens alike: 8 / 3
+    halves = jepa_loss(pred[:1, :1], target[:1, :1]), jepa_loss(pred[1:], target[1:])
+    assert jepa_loss(pred, target, valid=valid).item() == (halves[0].item() + halves[1].item()) / 2
+
+
+def test_token_vicreg_without_a_process_group_is_local():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(2, 5, 3, generator=g)
+    a, b = token_vicreg(z), token_vicreg(z, across_processes=False)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

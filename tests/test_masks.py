@@ -276,24 +276,24 @@ def _as_lists(masks: list[FamilyMasks]):
 
 
 @pytest.mark.parametrize("policy", ["random", "pad"])
-def test_determinism_seed_step_rank(policy):
+def test_determinism_seed_step_group(policy):
     specs = [SHORT, LONG, MaskSpec(kind="tube"), MaskSpec(kind="causal", causal_frames=4)]
     a = MaskGenerator(grid=GRID, specs=specs, policy=policy, seed=5)
     b = MaskGenerator(grid=GRID, specs=specs, policy=policy, seed=5)
-    assert _as_lists(a(3, 4, rank=1)) == _as_lists(b(3, 4, rank=1))
-    assert _as_lists(a(3, 4, rank=1)) != _as_lists(a(4, 4, rank=1))
-    assert _as_lists(a(3, 4, rank=1)) != _as_lists(a(3, 4, rank=0))
+    assert _as_lists(a(3, 4, group=1)) == _as_lists(b(3, 4, group=1))
+    assert _as_lists(a(3, 4, group=1)) != _as_lists(a(4, 4, group=1))
+    assert _as_lists(a(3, 4, group=1)) != _as_lists(a(3, 4, group=0))
     assert _as_lists(a(3, 4)) != _as_lists(MaskGenerator(grid=GRID, specs=specs, policy=policy, seed=6)(3, 4))
 
 
-def test_block_size_shared_across_ranks():
+def test_block_size_shared_across_groups():
     spec = MaskSpec(num_blocks=1, spatial_scale=(0.1, 0.5), temporal_scale=(0.2, 1.0))
     gen = MaskGenerator(grid=GRID, specs=[spec])
-    counts = [gen.sample_masks(2, 4, rank=r)[0][1].sum(1) for r in range(4)]  # target size = block volume
+    counts = [gen.sample_masks(2, 4, group=r)[0][1].sum(1) for r in range(4)]  # target size = block volume
     t, h, w = gen.block_size(2, 0)
     assert all(torch.equal(c, torch.full((4,), t * h * w)) for c in counts)
-    masks = [gen.sample_masks(2, 4, rank=r)[0][1] for r in range(4)]
-    assert any(not torch.equal(masks[0], m) for m in masks[1:])  # placements differ per rank
+    masks = [gen.sample_masks(2, 4, group=r)[0][1] for r in range(4)]
+    assert any(not torch.equal(masks[0], m) for m in masks[1:])  # placements differ per group
 
 
 class _StepDataset(Dataset):
@@ -313,7 +313,7 @@ def test_collator_dataloader_workers_identical():
         runs.append([(b["step"], b["video"].shape, b["label"].tolist(), _as_lists(b["masks"])) for b in loader])
     assert runs[0] == runs[1]
     assert [r[0] for r in runs[0]] == [0, 1, 2, 3] and runs[0][0][1] == (4, 3, 4, 8, 8)
-    direct = _as_lists(collate.generator(2, 4, rank=1))
+    direct = _as_lists(collate.generator(2, 4, group=1))
     assert runs[0][2][3] == direct
 
 

@@ -29,6 +29,16 @@ def test_effective_rank_hand_values():
     assert math.isclose(effective_rank(torch.ones(5, 4)).item(), 1.0, rel_tol=1e-5)  # no variance at all
 
 
+def test_effective_rank_of_non_finite_input_is_nan_not_an_error():
+    # linalg.eigh fails to converge on NaN or inf entries, or on a covariance that overflows; the log-step metric
+    # must return NaN instead, so that the loop's non-finite check can speak.
+    for bad in (float("nan"), float("inf"), 1e30):
+        x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+        x[3, 2] = bad
+        assert math.isnan(effective_rank(x).item()), bad
+    assert math.isclose(effective_rank(torch.eye(4)).item(), 3.0, rel_tol=1e-4)  # finite input unchanged
+
+
 def test_forward_loss_adds_the_encoder_vicreg_terms_per_family():
     torch.manual_seed(0)
     cfg = tiny_cfg("unused")
@@ -61,3 +71,31 @@ def test_forward_loss_adds_the_encoder_vicreg_terms_per_family():
     h = compute_targets(target, video)
     assert math.isclose(rank.item(), effective_rank(h.reshape(-1, h.shape[-1])).item(), rel_tol=1e-5)
     assert 1.0 <= rank.item() <= h.shape[-1]
+
+
+def test_padded_rows_of_two_groups_count_nowhere():
+    """A batch holding rows of two mask groups with different kept counts (padded, valid masks) gives the mean of
+    the losses of its two halves computed without padding: encoder, predictor and losses ignore padded slots."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg("unused", "mask.group_size=4", "train.seed=1")
+    encoder, predictor = build_models(cfg)
+    target = copy.deepcopy(encoder)
+    for p in list(encoder.parameters()) + list(predictor.parameters()):
+        p.data.add_(0.01 * torch.randn_like(p))
+    video = torch.randn(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+    grid = grid_of(video, 2, 16)
+    gen = build_mask_generator(cfg)
+    objective = Objective(var_reg_weight=0.5)
+    padded = 0
+    for step in range(3):
+        masks = gen.for_rows(step, 2, 6, 8)  # rows 2, 3 of group 0 and rows 0, 1 of group 1
+        padded += sum(m.ctx_valid is not None or m.tgt_valid is not None for m in masks)
+        halves = [m.rows(2, 4) for m in gen(step, 4, 0)], [m.rows(0, 2) for m in gen(step, 4, 1)]
+        loss, fams, _ = forward_loss(encoder, target, predictor, video, masks, grid, objective)
+        parts = [
+            forward_loss(encoder, target, predictor, v, h, grid, objective) for v, h in zip(video.split(2), halves)
+        ]
+        for f, fam in enumerate(fams):
+            assert math.isclose(fam.item(), (parts[0][1][f].item() + parts[1][1][f].item()) / 2, rel_tol=1e-5)
+        assert math.isclose(loss.item(), (parts[0][0].item() + parts[1][0].item()) / 2, rel_tol=1e-5)
+    assert padded > 0  # the padded path was exercised

@@ -108,6 +108,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert torch.isfinite(torch.tensor(meta["loss"]))
 
 
+def test_nan_on_a_log_step_between_checkpoints_stops_with_the_message(tmp_path):
+    # The test above checks the weights on every step (checkpoint_every=1), so the non-finite check speaks before
+    # any log-step metric sees them. Here a resumed run blows the weights up on step 3, between checkpoints, and
+    # step 4 is a log step whose metrics (the effective rank's eigensolver) see non-finite targets before the
+    # check: that crashed in linalg.eigh. It must end in NonFiniteLoss, and the last good checkpoint must resume
+    # exactly (with a sane learning rate: the losses of an uninterrupted run).
+    reference = losses(train(tiny_cfg(tmp_path / "ref", "optim.total_steps=4")))
+    run = tmp_path / "nan_log"
+    train(tiny_cfg(run, "optim.total_steps=4", "train.checkpoint_every=2", "train.stop_after=2"))
+    with pytest.raises(NonFiniteLoss, match=r"last good checkpoint \(step 2\)"):
+        train(tiny_cfg(run, "optim.total_steps=4", "train.checkpoint_every=2", "optim.lr=1e12"))
+    assert latest_checkpoint(run).name == "step_00000002"
+    assert losses(train(tiny_cfg(run, "optim.total_steps=4", "train.checkpoint_every=2"))) == reference[2:]
+
+
 def test_resume_with_other_architecture_names_tensors(tmp_path):
     run = tmp_path / "arch"
     train(tiny_cfg(run, "optim.total_steps=3"))

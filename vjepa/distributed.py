@@ -116,3 +116,13 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     t = t.detach().clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t / dist.get_world_size()
+
+
+def all_reduce_sum_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Sum of `t` over all processes, differentiable (functional collective with an autograd rule): its backward
+    sums the incoming gradients over processes as well. `t` itself when there is no process group or one process."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return t
+    from torch.distributed import _functional_collectives as funcol
+
+    return funcol.wait_tensor(funcol.all_reduce(t, "sum", dist.group.WORLD))

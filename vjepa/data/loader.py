@@ -27,8 +27,10 @@ draws a fresh, statistically equivalent stream: no sample is replayed on purpose
 uninterrupted run would have read, and it changes with the number of workers and ranks.
 
 Workers. The loader is an IterableDataset: worker w of n produces the batches of steps start + w, start + w + n, ...
-and the DataLoader returns them in step order. Masks are drawn in the worker for the global batch from (seed, step)
-and sliced per rank. A worker that dies is reported by the DataLoader (RuntimeError naming the worker); a worker that
+and the DataLoader returns them in step order. Masks are drawn in the worker from (seed, step), cut to one length per
+group of `mask.group_size` clips of the global batch (see masks/collator.py): each rank draws only the groups its
+rows belong to, so the masks of a sample, and the kept token counts, do not depend on the number of ranks or on the
+per-rank batch. A worker that dies is reported by the DataLoader (RuntimeError naming the worker); a worker that
 hangs stops the run after `data.timeout` seconds.
 
 Shape legend: G global batch, b per-rank batch, k repeat, U units per step, C channels, T frames, S crop size.
@@ -246,7 +248,7 @@ class TrainStream(IterableDataset):
         label = torch.tensor([lab for _, lab in samples])
         b = len(samples)
         gen = self.mask_generators[video.shape[2]]
-        masks = [m.rows(self.rank * b, (self.rank + 1) * b) for m in gen(step, b * self.world, rank=0)]
+        masks = gen.for_rows(step, self.rank * b, (self.rank + 1) * b, b * self.world)
         return {"video": video, "label": label, "step": step, "masks": masks}
 
     def __iter__(self) -> Iterator[dict]:
@@ -322,7 +324,13 @@ def build_mask_generator(cfg: Config, frames_per_clip: int | None = None) -> Mas
         cfg.data.crop_size // cfg.model.patch_size,
         cfg.data.crop_size // cfg.model.patch_size,
     )
-    return MaskGenerator(grid=grid, specs=cfg.mask.families, policy=cfg.mask.policy, seed=cfg.train.seed)
+    return MaskGenerator(
+        grid=grid,
+        specs=cfg.mask.families,
+        policy=cfg.mask.policy,
+        seed=cfg.train.seed,
+        group_size=cfg.mask.group_size,
+    )
 
 
 def build_stream(cfg: Config, *, rank: int, world_size: int, start_step: int, end_step: int) -> TrainStream:

@@ -1,18 +1,30 @@
 """Mask generation for a batch (all families) and the DataLoader collate function (paper Sec. 3.2, App. B).
 
-`MaskGenerator(step, batch_size, rank)` returns one `FamilyMasks` per `MaskSpec` (default: short-range 8 x 0.15
-and long-range 2 x 0.7 multi-block families): context and target index tensors `[B, K]`, sorted ascending.
+`MaskGenerator` returns one `FamilyMasks` per `MaskSpec` (default: short-range 8 x 0.15 and long-range 2 x 0.7
+multi-block families): context and target index tensors `[B, K]`, sorted ascending.
 
-Randomness is a pure function of (seed, step, family, rank): the block size comes from a `torch.Generator`
-seeded by (seed, step, family), so every rank uses the same size; placements (and the "random" subsampling)
-come from one seeded by (seed, step, family, rank). The masks are therefore identical whatever the number of
-data-loader workers, and resuming at a step replays nothing. Seeds are derived with blake2b (stable across
+Groups. The equal-length cut (every row of a family keeps the same number of tokens) is taken over a *group*
+of `group_size` consecutive clips of the global batch, not over the whole batch: global sample i = rank * b + j
+(b the per-process batch) belongs to group g = i // group_size (the last group holds what is left). So the kept
+token counts, and with them the objective, do not depend on the number of processes or the per-process batch.
+`for_rows(step, lo, hi, batch_size)` draws only the groups overlapping a process's rows lo..hi-1, cuts each to
+its own minimum, and stacks the rows; rows of groups with different kept counts are padded to the largest, with
+`*_valid` False on the padded slots (as policy "pad" does), which the encoder, predictor and losses honour.
+`__call__(step, batch_size, group)` is one group of `batch_size` clips.
+
+Randomness is a pure function of (seed, step, family, group) and the sample's row in its group: the block size
+comes from a `torch.Generator` seeded by (seed, step, family), so every group uses the same size; placements
+(and the "random" subsampling) come from one seeded by (seed, step, family, group). The masks are therefore
+identical whatever the number of data-loader workers or processes ("N processes x b" sees exactly the masks of
+"1 process x N * b"), and resuming at a step replays nothing. Seeds are derived with blake2b (stable across
 processes, unlike `hash`).
 
 Departures from the official code:
   - the official collator keeps a shared step counter incremented per call (so masks depend on worker
     scheduling); here the global step travels with the samples (`"step"` key) and seeds everything;
-  - equal length: the official code cuts every sorted list to the batch minimum, dropping the highest indices
+  - the official group is one GPU's batch (its collator cuts to the minimum over what it collates); here the
+    group size is configured (`mask.group_size`, 24 as in the V-JEPA 1 recipes) and independent of the layout;
+  - equal length: the official code cuts every sorted list to the group minimum, dropping the highest indices
     (policy "official", kept for parity); our default "random" subsamples uniformly; "pad" drops nothing and
     returns valid masks (see ops.mask_to_index);
   - no unbounded resampling loop for empty contexts (see multiblock.py).
@@ -44,7 +56,8 @@ KINDS = ("multiblock", "tube", "causal")
 
 @dataclass(frozen=True, kw_only=True)
 class FamilyMasks:
-    """Masks of one family for a batch. `*_valid` are None except for policy "pad" (False = padded slot)."""
+    """Masks of one family for a batch. `*_valid` (False = padded slot) are None except for policy "pad" and for
+    rows of mask groups with different kept counts (see `stack_rows`)."""
 
     ctx_idx: torch.Tensor  # [B, Kc] long
     tgt_idx: torch.Tensor  # [B, Kt] long
@@ -69,8 +82,41 @@ class FamilyMasks:
         return self._map(lambda t: t.pin_memory())
 
     def rows(self, lo: int, hi: int) -> FamilyMasks:
-        """Samples lo..hi-1 of the batch (one rank's slice of masks drawn for the global batch)."""
+        """Samples lo..hi-1 of the batch."""
         return self._map(lambda t: t[lo:hi])
+
+
+def _pad_index(idx: torch.Tensor, valid: torch.Tensor | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """idx [B, K0] (valid [B, K0] or None) -> idx [B, k], valid [B, k]: padded slots repeat the last column (the
+    row's last valid index, so the row stays sorted) and are marked invalid."""
+    bsz, k0 = idx.shape
+    valid = torch.ones(bsz, k0, dtype=torch.bool, device=idx.device) if valid is None else valid
+    if k0 == k:
+        return idx, valid
+    last = idx[:, -1:] if k0 > 0 else idx.new_zeros(bsz, 1)  # [B, 1]
+    pad_idx = last.expand(bsz, k - k0)  # [B, k - K0]
+    return torch.cat([idx, pad_idx], dim=1), torch.cat([valid, valid.new_zeros(bsz, k - k0)], dim=1)
+
+
+def stack_rows(parts: Sequence[FamilyMasks]) -> FamilyMasks:
+    """Concatenate the rows of several FamilyMasks (of one family, e.g. one per group) along the batch.
+
+    Parts with different kept counts are padded to the largest (`*_valid` False on the padded slots); when no
+    padding is needed and no part has valid masks, the valid masks stay None."""
+    if len(parts) == 1:
+        return parts[0]
+    fields = {}
+    for name in ("ctx", "tgt"):
+        idxs = [getattr(p, f"{name}_idx") for p in parts]
+        valids = [getattr(p, f"{name}_valid") for p in parts]
+        k = max(i.shape[1] for i in idxs)
+        if all(v is None for v in valids) and all(i.shape[1] == k for i in idxs):
+            fields[f"{name}_idx"], fields[f"{name}_valid"] = torch.cat(idxs), None
+            continue
+        padded = [_pad_index(i, v, k) for i, v in zip(idxs, valids)]
+        fields[f"{name}_idx"] = torch.cat([i for i, _ in padded])  # [B, K]
+        fields[f"{name}_valid"] = torch.cat([v for _, v in padded])  # [B, K]
+    return FamilyMasks(**fields)
 
 
 def _generator(*parts: int) -> torch.Generator:
@@ -105,7 +151,7 @@ def check_spec(spec: MaskSpec, grid: tuple[int, int, int], family: int = 0) -> N
 
 
 class MaskGenerator:
-    """Masks for every family of a batch, a pure function of (seed, step, rank)."""
+    """Masks for every family of a batch, a pure function of (seed, step, group) and the row in the group."""
 
     def __init__(
         self,
@@ -115,14 +161,18 @@ class MaskGenerator:
         policy: str = "random",
         seed: int = 0,
         max_resample: int = 10,
+        group_size: int = 24,
     ) -> None:
-        """grid (T', H', W') token grid; specs one per family; policy "random" | "official" | "pad"."""
+        """grid (T', H', W') token grid; specs one per family; policy "random" | "official" | "pad"; group_size
+        clips per equal-length group (see `for_rows`)."""
         if len(grid) != 3 or min(grid) < 1 or grid[0] * grid[1] * grid[2] < 2:
             raise ValueError(f"grid must be 3 positive ints with at least 2 tokens, got {grid}")
         if policy not in POLICIES:
             raise ValueError(f"unknown mask policy {policy!r}; valid: {list(POLICIES)}")
         if len(specs) == 0:
             raise ValueError("at least one mask spec is required")
+        if group_size < 1:
+            raise ValueError(f"mask group_size must be >= 1, got {group_size}")
         for i, spec in enumerate(specs):
             check_spec(spec, tuple(grid), i)
         self.grid = (int(grid[0]), int(grid[1]), int(grid[2]))
@@ -130,13 +180,14 @@ class MaskGenerator:
         self.policy = policy
         self.seed = int(seed)
         self.max_resample = int(max_resample)
+        self.group_size = int(group_size)
 
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1] * self.grid[2]
 
     def block_size(self, step: int, family: int) -> BlockSize | None:
-        """The block size family `family` uses at `step` (same on all ranks); None for kind "tube"."""
+        """The block size family `family` uses at `step` (same in every group); None for kind "tube"."""
         spec = self.specs[family]
         if spec.kind == "tube":
             return None
@@ -149,10 +200,10 @@ class MaskGenerator:
         )
 
     def _family(
-        self, family: int, step: int, batch_size: int, rank: int
+        self, family: int, step: int, batch_size: int, group: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
         spec = self.specs[family]
-        gen = _generator(self.seed, step, family, rank)
+        gen = _generator(self.seed, step, family, group)
         if spec.kind == "tube":
             horizon = context_horizon(self.grid[0], spec.max_temporal_keep)
             ctx, tgt = sample_tube(
@@ -183,23 +234,45 @@ class MaskGenerator:
         )
         return ctx, tgt, gen
 
-    def sample_masks(self, step: int, batch_size: int, rank: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Full boolean (context, target) masks [B, N] per family, before the equal-length policy."""
-        return [self._family(f, step, batch_size, rank)[:2] for f in range(len(self.specs))]
+    def sample_masks(self, step: int, batch_size: int, group: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Full boolean (context, target) masks [B, N] per family of one group, before the equal-length policy."""
+        return [self._family(f, step, batch_size, group)[:2] for f in range(len(self.specs))]
 
-    def __call__(self, step: int, batch_size: int, rank: int = 0) -> list[FamilyMasks]:
-        """One FamilyMasks per spec; index lists sorted ascending, equal length per the policy."""
+    def __call__(self, step: int, batch_size: int, group: int = 0) -> list[FamilyMasks]:
+        """The masks of ONE group of `batch_size` clips (seeded by `group`): one FamilyMasks per spec, index lists
+        sorted ascending, equal length within the group per the policy."""
         out = []
         for family in range(len(self.specs)):
-            ctx, tgt, gen = self._family(family, step, batch_size, rank)
+            ctx, tgt, gen = self._family(family, step, batch_size, group)
             ctx_idx, ctx_valid = mask_to_index(ctx, self.policy, gen)  # [B, Kc]
             tgt_idx, tgt_valid = mask_to_index(tgt, self.policy, gen)  # [B, Kt]
             out.append(FamilyMasks(ctx_idx=ctx_idx, tgt_idx=tgt_idx, ctx_valid=ctx_valid, tgt_valid=tgt_valid))
         return out
 
+    def for_rows(self, step: int, lo: int, hi: int, batch_size: int) -> list[FamilyMasks]:
+        """The masks of samples lo..hi-1 of a global batch of `batch_size` clips, cut per group of `group_size`.
+
+        Draws only the groups overlapping lo..hi-1 (group g holds samples g * group_size onwards, the last group
+        what is left of the batch); rows of groups with different kept counts are padded (see `stack_rows`).
+        With group_size >= batch_size this is `self(step, batch_size, 0)` sliced to lo..hi-1."""
+        if not 0 <= lo < hi <= batch_size:
+            raise ValueError(f"for_rows: expected 0 <= lo < hi <= batch_size, got {lo}, {hi}, {batch_size}")
+        gs = self.group_size
+        parts = []  # per group overlapping lo..hi-1: list[FamilyMasks] of its rows in lo..hi-1
+        for g in range(lo // gs, (hi - 1) // gs + 1):
+            start = g * gs
+            size = min(gs, batch_size - start)
+            masks = self(step, size, g)
+            parts.append([m.rows(max(lo, start) - start, min(hi, start + size) - start) for m in masks])
+        return [stack_rows([p[f] for p in parts]) for f in range(len(self.specs))]
+
 
 class MaskCollator:
-    """DataLoader collate_fn: stacks samples and attaches the masks of the batch's global step."""
+    """DataLoader collate_fn: stacks samples and attaches the masks of the batch's global step.
+
+    The collated batch is one group seeded by `rank` (the official layout: one group per GPU batch); this is
+    `generator.for_rows` when group_size equals the per-process batch. The training stream (data/loader.py)
+    uses `for_rows` with the configured group size instead."""
 
     def __init__(self, generator: MaskGenerator, rank: int = 0) -> None:
         self.generator = generator

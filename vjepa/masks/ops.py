@@ -4,7 +4,8 @@ Masks are applied as index tensors `[B, K]` of flat token indices in (t, h, w) r
 "we apply the video masks by simply dropping a subset of the tokens"), gathered by one helper.
 
 `mask_to_index` turns a boolean `[B, N]` mask whose rows hold different numbers of True entries into an
-equal-length index tensor, without a loop over samples. Policies:
+equal-length index tensor, without a loop over samples. The "batch" here is one mask group (`mask.group_size`
+clips; masks/collator.py stacks the groups). Policies:
   - "random"   keep a uniformly random subset of each row's True indices, of the batch-minimum size, sorted.
   - "official" keep each row's lowest batch-minimum True indices. This is what the official code does (it cuts
                every sorted list to the batch minimum); it always drops the highest indices (late time steps,
