@@ -465,8 +465,6 @@ def validate(cfg: Config) -> None:
         _choice(f"mask.families.{i}.kind", spec.kind, ("multiblock", "tube", "causal"))
     if not cfg.mask.families:
         raise ConfigError("mask.families: at least one mask family is required")
-    if cfg.mask.group_size < 1:
-        raise ConfigError(f"mask.group_size: must be >= 1 (clips cut to one mask length), got {cfg.mask.group_size}")
     if d.frames_per_clip % m.tubelet_size:
         raise ConfigError(f"data.frames_per_clip={d.frames_per_clip} must be a multiple of model.tubelet_size")
     if d.crop_size % m.patch_size:
