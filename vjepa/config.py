@@ -385,6 +385,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.stop_after must lie in [0, optim.total_steps]")
     if d.batch_size <= 0:
         raise ConfigError("data.batch_size must be positive")
+    if t.keep_last < 1:
+        raise ConfigError(f"train.keep_last={t.keep_last} must be >= 1 (the newest checkpoint is always kept)")
+    _choice("train.existing_run", t.existing_run, ("refuse", "archive"))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
