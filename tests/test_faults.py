@@ -224,3 +224,64 @@ def test_read_only_run_folder_is_one_line_error_and_nothing_changes(tmpfs):
     assert rc == 2
     assert error_lines(err) == [f"error: cannot use run folder {run}: Read-only file system (EROFS)"]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+# ---- several ranks: only rank 0 takes the lock, every rank gets its verdict
+
+
+def _locked_out_worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from vjepa.distributed import shutdown
+    from vjepa.train.rundir import RunFolderError
+
+    try:
+        train(tiny_cfg(run_dir, "optim.total_steps=3", "data.batch_size=2"))
+        verdict = "trained"
+    except RunFolderError as err:
+        verdict = str(err)
+    Path(out_dir, f"rank{rank}.txt").write_text(verdict)
+    shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ranks_on_a_locked_folder_both_exit_with_the_error(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    run = tmp_path / "locked"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from vjepa.train.rundir import RunLock; "
+            "RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(120)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ctx = mp.start_processes(
+            _locked_out_worker, args=(2, port, str(run), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+        )
+        deadline = time.monotonic() + 240
+        while not ctx.join(timeout=5):
+            assert time.monotonic() < deadline, "a rank hung instead of exiting"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.communicate()
+    for rank in (0, 1):
+        verdict = (tmp_path / f"rank{rank}.txt").read_text()
+        assert "in use by another run" in verdict and f"pid {holder.pid}" in verdict, (rank, verdict)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
