@@ -31,7 +31,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,8 +135,9 @@ def _chain(err: BaseException) -> list[BaseException]:
     return seen
 
 
-def _filesystem_cause(path: Path) -> str | None:
-    """A guess from the filesystem when the error itself names no cause: read-only flag or (almost) no space."""
+def _filesystem_cause(path: Path) -> tuple[str, bool] | None:
+    """The cause from the filesystem when the error names none: (text, certain). The read-only flag, then a probe
+    write of up to 8 MiB next to the partial checkpoint (its errno is real), then little free space (a guess)."""
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -146,10 +146,22 @@ def _filesystem_cause(path: Path) -> str | None:
     except OSError:
         return None
     if st.f_flag & os.ST_RDONLY:
-        return f"{os.strerror(errno.EROFS)} (EROFS)"
+        return f"{os.strerror(errno.EROFS)} (EROFS)", True
+    target = probe / ".write_probe" if probe.is_dir() else probe.parent / ".write_probe"
+    try:
+        with open(target, "wb") as f:
+            for _ in range(8):
+                f.write(bytes(2**20))
+                f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        if err.errno:
+            return os_error_text(err), True
+    finally:
+        target.unlink(missing_ok=True)
     free = st.f_bavail * st.f_frsize
     if free < 16 * 2**20:
-        return f"{os.strerror(errno.ENOSPC)} (ENOSPC: {free / 2**20:.1f} MiB free)"
+        return f"{os.strerror(errno.ENOSPC)} (likely ENOSPC: {free / 2**20:.1f} MiB free)", False
     return None
 
 
@@ -164,13 +176,13 @@ def describe_write_error(err: BaseException, path: Path) -> str:
         for needle, code in _MESSAGE_ERRNOS.items():
             if needle in text:
                 return f"{os.strerror(code)} ({errno.errorcode[code]})"
-        m = re.search(r"errno[ =:]*(\d+)", text)
-        if m and int(m.group(1)) in errno.errorcode:
-            code = int(m.group(1))
-            return f"{os.strerror(code)} ({errno.errorcode[code]})"
-    guess = _filesystem_cause(path)
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return f"{guess}; DCP said: {first[:200]}" if guess else f"{type(err).__name__}: {first[:300]}"
+    inner = str(chain[-1]).strip().splitlines()
+    said = f"{type(chain[-1]).__name__}: {inner[0][:200] if inner else ''}"
+    found = _filesystem_cause(path)
+    if found is None:
+        return said
+    text, certain = found
+    return text if certain else f"{text}; DCP said {said}"
 
 
 def _agree(failure: str | None) -> str | None:

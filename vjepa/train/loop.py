@@ -1,9 +1,12 @@
 """`train(cfg)`: V-JEPA pretraining from top to bottom (paper Sec. 3; DESIGN.md Sec. 2-3).
 
-setup (process group, run folder, resolved config) -> build (encoder, predictor, EMA target encoder, FSDP2,
-AdamW) -> resume (latest checkpoint of the run, or `train.init_from`) -> loop over global steps: batch, step,
+setup (process group; rank 0 locks the run folder, applies `train.existing_run` and picks the checkpoint to
+start from, vjepa/train/rundir.py) -> build (encoder, predictor, EMA target encoder, FSDP2, AdamW) -> resume
+(latest complete checkpoint of the run, else `train.init_from`; then, the architecture having matched, the
+resolved config is recorded and the log cut back to the resume step) -> loop over global steps: batch, step,
 EMA, log, checkpoint. Everything is keyed on the global step: schedules, masks and the data stream are pure
-functions of it, so a run stopped at step k and resumed continues exactly.
+functions of it, so a run stopped at step k and resumed continues exactly. Run-folder and checkpoint-write
+errors reach every rank and end the run with one line and exit code 2 (`main`).
 
 A non-finite loss stops the run with a message before anything is saved, so the last good checkpoint stays
 intact. Host syncs happen on log and checkpoint steps only.
