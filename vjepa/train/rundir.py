@@ -7,8 +7,9 @@ included), so a lock file left behind by a dead run never blocks a restart: stal
 file's content, only the kernel's lock counts. Two caveats: the lock descriptor is shared with forked children
 (data loader workers), so a killed run's folder stays locked until its workers have noticed and exited (a few
 seconds); and on network filesystems flock is only as good as the server's lock support (Linux NFS clients map
-it to POSIX byte-range locks, which work with NFSv4 and lockd; some other network or FUSE filesystems accept
-flock without enforcing it between machines). On such a filesystem keep each run_dir to one job.
+it to POSIX byte-range locks, which the server enforces with NFSv4 or NFSv3 with lockd, but not on mounts with
+`nolock` or `local_lock=flock|all`; some other network or FUSE filesystems accept flock without enforcing it
+between machines). On such a filesystem keep each run_dir to one job.
 
 A fresh start (`train.resume=false`) in a folder that already holds a run (a checkpoint or a non-empty log) is
 refused unless `train.existing_run=archive`, which moves that run's files into `run_dir/archive/<UTC time>/`.
