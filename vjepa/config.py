@@ -498,6 +498,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.stop_after must lie in [0, optim.total_steps]")
     if d.batch_size <= 0:
         raise ConfigError("data.batch_size must be positive")
+    _choice("train.existing_run", t.existing_run, ("refuse", "archive"))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """`train(cfg)`: V-JEPA pretraining from top to bottom (paper Sec. 3; DESIGN.md Sec. 2-3).
 
-setup (process group, run folder, resolved config) -> build (encoder, predictor, EMA target encoder, FSDP2,
-AdamW) -> resume (latest checkpoint of the run, or `train.init_from`) -> loop over global steps: batch, step,
+setup (process group; rank 0 locks the run folder, applies `train.existing_run` and picks the checkpoint to
+start from, vjepa/train/rundir.py) -> build (encoder, predictor, EMA target encoder, FSDP2, AdamW) -> resume
+(latest complete checkpoint of the run, else `train.init_from`; then, the architecture having matched, the
+resolved config is recorded and the log cut back to the resume step) -> loop over global steps: batch, step,
 EMA, log, checkpoint. Everything is keyed on the global step: schedules, masks and the data stream are pure
-functions of it, so a run stopped at step k and resumed continues exactly.
+functions of it, so a run stopped at step k and resumed continues exactly. Run-folder and checkpoint-write
+errors reach every rank and end the run with one line and exit code 2 (`main`).
 
 A non-finite loss stops the run with a message before anything is saved, so the last good checkpoint stays
 intact. SIGTERM/SIGUSR1/SIGUSR2 (preemption, time limit) end the run after the current step with a checkpoint at
@@ -25,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from vjepa.config import Config, dump_config
@@ -35,10 +39,18 @@ from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
 from vjepa.models.predictor import Predictor
-from vjepa.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vjepa.train.checkpoint import (
+    CheckpointStateError,
+    CheckpointWriteError,
+    ResumePoint,
+    find_resume_point,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vjepa.train.ema import ema_pairs, local_shard
 from vjepa.train.optim import build_optimizer
 from vjepa.train.preempt import PREEMPTED_EXIT_CODE, CheckpointClock, StopSignals, agree
+from vjepa.train.rundir import RunFolderError, RunLock, check_existing_run, folder_error, record_start, truncate_log
 from vjepa.train.schedules import hyper
 from vjepa.train.step import Objective, grid_of, train_step
 
@@ -133,17 +145,27 @@ def git_revision() -> str:
 
 
 class RunLogger:
-    """Progress lines on stdout, JSON lines in run_dir/log.jsonl, TensorBoard when installed (rank 0 only)."""
+    """Progress lines on stdout, JSON lines in run_dir/log.jsonl, TensorBoard when installed (rank 0 only).
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool) -> None:
+    Starting at step s (a resume), log.jsonl records past s are moved out first (vjepa/train/rundir.py) and
+    TensorBoard is opened with purge_step=s+1, so both read as one run without duplicated or out-of-order steps."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, start_step: int = 0) -> None:
         self.enabled = enabled
-        self.file = open(run_dir / "log.jsonl", "a") if enabled else None
+        self.file = None
         self.tb = None
-        if enabled and tensorboard:
+        if not enabled:
+            return
+        truncate_log(run_dir, start_step)
+        try:
+            self.file = open(run_dir / "log.jsonl", "a")
+        except OSError as err:
+            raise folder_error("open the log in", run_dir, err) from None
+        if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tb"))
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
             except ImportError:
                 self.tb = None
 
@@ -168,29 +190,90 @@ class RunLogger:
             self.tb.close()
 
 
+def kept_tokens(idx: torch.Tensor, valid: torch.Tensor | None) -> float | int:
+    """Kept tokens per clip: the index width, or the mean count of valid slots when rows are padded."""
+    return int(idx.shape[1]) if valid is None else round(valid.sum(1).float().mean().item(), 1)
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+_RUN_ERRORS = {cls.__name__: cls for cls in (RunFolderError, CheckpointStateError)}
+
+
+def _broadcast(info: DistInfo, value: dict) -> dict:
+    """Rank 0's `value` on every rank."""
+    if info.world_size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _raise_agreed(info: DistInfo, error: tuple[str, str] | None) -> None:
+    """Raise rank 0's run-folder error (class name, message) on every rank, so all of them exit cleanly."""
+    error = _broadcast(info, {"error": error})["error"]
+    if error is not None:
+        raise _RUN_ERRORS[error[0]](error[1])
+
+
+def _open_run_folder(cfg: Config, info: DistInfo, lock: RunLock) -> tuple[Path | None, list[str]]:
+    """Collective. Rank 0 locks the run folder (before writing anything there), applies train.existing_run and
+    finds the checkpoint to start from; every rank gets that checkpoint and the notes, or the same error."""
+    t = cfg.train
+    run_dir = Path(t.run_dir)
+    plan: dict = {"ckpt": None, "notes": []}
+    error = None
+    if info.is_main:
+        try:
+            lock.acquire()
+            note = check_existing_run(run_dir, t.resume, t.existing_run)
+            point = find_resume_point(run_dir) if t.resume else ResumePoint(None)
+            plan["notes"] = [n for n in (note, point.note) if n]
+            ckpt = point.path
+            if ckpt is not None and t.init_from:
+                plan["notes"].append(
+                    f"train.resume=true and {run_dir} has checkpoints: resuming from {ckpt.name}; "
+                    f"train.init_from={t.init_from} is ignored"
+                )
+            elif ckpt is None and t.init_from:
+                ckpt = Path(t.init_from)
+            plan["ckpt"] = None if ckpt is None else str(ckpt)
+        except (RunFolderError, CheckpointStateError) as err:
+            error = (type(err).__name__, str(err))
+    _raise_agreed(info, error)
+    plan = _broadcast(info, plan)
+    return (None if plan["ckpt"] is None else Path(plan["ckpt"])), plan["notes"]
+
+
 def train(cfg: Config, dist_info: DistInfo | None = None, stop: StopSignals | None = None) -> dict:
     """Pretrain per `cfg`; returns a summary (final step, losses logged on rank 0, whether it was preempted).
 
-    `stop` (entered by the caller, see `main`) makes SIGTERM/SIGUSR1/SIGUSR2 end the run after the current step
-    with a checkpoint at that step (vjepa/train/preempt.py); without it the signals keep their usual effect."""
+    Rank 0 holds the run folder's lock (vjepa/train/rundir.py) from before its first write until this returns or
+    raises. `stop` (entered by the caller, see `main`) makes SIGTERM/SIGUSR1/SIGUSR2 end the run after the current
+    step with a checkpoint at that step (vjepa/train/preempt.py); without it the signals keep their usual effect."""
     # ---- setup
     # FSDP2 warns that a Linear output is a view; nothing here modifies module outputs in place.
     warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
     info = dist_info or init_distributed(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    lock = RunLock(Path(cfg.train.run_dir))
+    try:
+        ckpt, notes = _open_run_folder(cfg, info, lock)
+        return _train(cfg, info, ckpt, notes, stop)
+    finally:
+        lock.release()
+
+
+def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], stop: StopSignals | None) -> dict:
+    """Build, resume from `ckpt`, write the run's start records (only once the checkpoint loaded), loop."""
     run_dir = Path(cfg.train.run_dir)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
-        (run_dir / "git_revision.txt").write_text(git_revision() + "\n")
-    logger = RunLogger(run_dir, info.is_main, cfg.train.tensorboard)
     device, dtype = info.device, compute_dtype(cfg, info.device)
+    for note in notes if info.is_main else ():
+        print(note, flush=True)
 
     # ---- build
     models, optimizer = build_training(cfg, info, dtype)
@@ -198,12 +281,21 @@ def train(cfg: Config, dist_info: DistInfo | None = None, stop: StopSignals | No
 
     # ---- resume
     start_step = 0
-    ckpt = latest_checkpoint(run_dir) if cfg.train.resume else None
-    if ckpt is None and cfg.train.init_from:
-        ckpt = Path(cfg.train.init_from)
     if ckpt is not None:
-        start_step = load_checkpoint(ckpt, models, optimizer)["step"]
+        start_step = load_checkpoint(ckpt, models, optimizer)["step"]  # checks the architecture first
+    # only now is the run known to be compatible: record this start, open the log (cut back to start_step)
+    logger, error = RunLogger(run_dir, False, False), None
+    if info.is_main:
+        try:
+            record = record_start(run_dir, dump_config(cfg), git_revision())
+            logger = RunLogger(run_dir, True, cfg.train.tensorboard, start_step)
+        except RunFolderError as err:
+            error = (type(err).__name__, str(err))
+    _raise_agreed(info, error)
+    if ckpt is not None:
         logger.print(f"resumed from {ckpt} at step {start_step}")
+    if info.is_main:
+        logger.print(f"start {record.number} of this run: config in {record.config}")
     ema_targets, ema_sources = ema_pairs(encoder, target_encoder)
 
     # ---- loop
@@ -286,8 +378,8 @@ def train(cfg: Config, dist_info: DistInfo | None = None, stop: StopSignals | No
                 "lr": hp.lr,
                 "wd": hp.weight_decay,
                 "momentum": hp.momentum,
-                "ctx_tokens": [int(m.ctx_idx.shape[1]) for m in masks],
-                "tgt_tokens": [int(m.tgt_idx.shape[1]) for m in masks],
+                "ctx_tokens": [kept_tokens(m.ctx_idx, m.ctx_valid) for m in masks],
+                "tgt_tokens": [kept_tokens(m.tgt_idx, m.tgt_valid) for m in masks],
                 "target_spread": all_reduce_mean(out.target_spread).item(),
                 "token_spread": all_reduce_mean(out.token_spread).item(),
                 "target_rank": all_reduce_mean(out.target_rank).item(),
@@ -352,7 +444,13 @@ def main(cfg: Config) -> int:
         except NonFiniteLoss as err:
             print(f"error: {err}", file=sys.stderr)
             return 3
-        except (FileNotFoundError, CheckpointMismatchError) as err:
+        except (
+            FileNotFoundError,
+            CheckpointMismatchError,
+            CheckpointWriteError,
+            RunFolderError,
+            CheckpointStateError,
+        ) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         finally:
