@@ -64,12 +64,13 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
         mlp_ratio=arch["mlp_ratio"],
         **common,
     )
+    pred_arch = m.predictor_arch()
     predictor = Predictor(
         embed_dim=arch["embed_dim"],
         pred_embed_dim=m.pred_embed_dim,
         depth=m.pred_depth,
-        num_heads=m.pred_num_heads or arch["num_heads"],
-        mlp_ratio=arch["mlp_ratio"] if m.preset != "giant" else 4.0,
+        num_heads=pred_arch["num_heads"],
+        mlp_ratio=pred_arch["mlp_ratio"],
         num_mask_tokens=len(cfg.mask.families),
         **common,
     )
@@ -235,6 +236,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
             grid=grid_of(video, cfg.model.tubelet_size, cfg.model.patch_size),
             hp=hp,
             clip_grad=clip,
+            clip_grad_mode=o.clip_grad_mode,
             objective=objective,
             want_grad_norm=is_log,
             want_rank=is_log,
