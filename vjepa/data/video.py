@@ -10,7 +10,7 @@ A folder source lists the media files below it (sorted); the label is the index 
 among the sorted subfolder names (class folders), 0 for files directly in the folder.
 
 Clip sampling (`ClipSampling`): frames_per_clip frames at a frame step given in exactly one of three ways:
-frame_step (frames), fps (target frame rate: step = round(video fps / fps)) or duration (seconds covered by the
+frame_step (frames), fps (target frame rate: step = ceil(video fps) // fps, the official rule) or duration (seconds covered by the
 clip: step = round(duration * video fps / frames_per_clip)); the step is at least 1. A clip's frame indices are
 start + k * step; it spans (frames_per_clip - 1) * step + 1 frames (the official code needs frames_per_clip *
 step frames and spaces frames with linspace, so its step is slightly above frame_step). Videos shorter than the
@@ -33,6 +33,7 @@ Shape legend: T = frames_per_clip, H, W decoded size, C = 3, S crop size of the 
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -128,8 +129,8 @@ class ClipSampling:
             return self.frame_step
         if video_fps <= 0:
             raise UnusableVideo("unknown frame rate; use a fixed frame_step for this source")
-        if self.fps > 0:
-            return max(1, round(video_fps / self.fps))
+        if self.fps > 0:  # as the official V-JEPA 2 loader: ceil(video fps) // fps (30 fps at 4 fps: step 7)
+            return max(1, int(math.ceil(video_fps) // self.fps))
         return max(1, round(self.duration * video_fps / self.frames_per_clip))
 
     def span(self, step: int) -> int:
