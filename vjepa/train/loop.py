@@ -7,6 +7,9 @@ functions of it, so a run stopped at step k and resumed continues exactly.
 
 A non-finite loss stops the run with a message before anything is saved, so the last good checkpoint stays
 intact. Host syncs happen on log and checkpoint steps only.
+
+Data counts (vjepa/train/counters.py): clips padded from short videos, short and unreadable videos skipped, summed
+over ranks as running totals into every log.jsonl record and each checkpoint; the run ends with a one-line summary.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
 from vjepa.models.predictor import Predictor
 from vjepa.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vjepa.train.counters import DataCounts, summary_line
 from vjepa.train.ema import ema_pairs, local_shard
 from vjepa.train.optim import build_optimizer
 from vjepa.train.schedules import hyper
@@ -196,6 +200,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
         start_step = load_checkpoint(ckpt, models, optimizer)["step"]
         logger.print(f"resumed from {ckpt} at step {start_step}")
     ema_targets, ema_sources = ema_pairs(encoder, target_encoder)
+    data_counts = DataCounts.for_run(ckpt, run_dir)
 
     # ---- loop
     o, t = cfg.optim, cfg.train
@@ -217,6 +222,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
     step = start_step
     for batch in loader:
         step = batch["step"]
+        data_counts.add(batch)
         video = batch["video"].to(device, non_blocking=True)
         masks = [m.to(device) for m in batch["masks"]] if device.type != "cpu" else batch["masks"]
         t_data = time.perf_counter()
@@ -251,6 +257,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
         if is_ckpt:
             bad |= ~params_finite(encoder)
         if is_log or is_ckpt:
+            totals = data_counts.totals(device)  # running totals, in log.jsonl and the checkpoint
             if bool(all_reduce_mean(bad.float()) > 0):
                 raise NonFiniteLoss(
                     f"non-finite loss or weights at or before step {step}; stopping. The last good checkpoint (step "
@@ -277,6 +284,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 "step_time": step_time / max(1, window_steps),
                 "clips_per_s": global_batch / max(sec_per_step, 1e-9),
                 "eta_s": sec_per_step * (end_step - step - 1),
+                **totals,
             }
             record["jepa_loss"] = statistics.fmean(record[f"loss_{i}"] for i in range(len(out.family_losses)))
             history.append(record)
@@ -302,12 +310,19 @@ def train(cfg: Config, dist_info: DistInfo | None = None) -> dict:
                 models,
                 optimizer,
                 t.keep_last,
-                {"loss": history[-1]["loss"] if history else math.nan},
+                {"loss": history[-1]["loss"] if history else math.nan, "data_counts": totals},
             )
             last_good = step + 1
             logger.print(f"saved checkpoint {path}")
+    totals = data_counts.totals(device)
+    logger.print(summary_line(totals))
     logger.close()
-    return {"step": step + 1 if end_step > start_step else start_step, "history": history, "run_dir": str(run_dir)}
+    return {
+        "step": step + 1 if end_step > start_step else start_step,
+        "history": history,
+        "run_dir": str(run_dir),
+        "data_counts": totals,
+    }
 
 
 def main(cfg: Config) -> int:
