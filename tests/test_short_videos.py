@@ -146,3 +146,39 @@ def test_run_logs_running_totals_and_ends_with_a_summary(videos, tmp_path, capsy
         again = train(tiny_cfg(tmp_path / "resumed", *args, "optim.total_steps=4", "data.num_workers=2"))
     assert again["data_counts"] == result["data_counts"]
     assert [r["short_clips"] for r in again["history"]] == [3, 4]
+
+
+def _two_rank_worker(rank: int, port: int, run_dir: str, overrides: list) -> None:
+    import os
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from vjepa.distributed import shutdown
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(tiny_cfg(run_dir, *overrides))
+    shutdown()
+
+
+@pytest.mark.distributed
+def test_totals_are_summed_over_ranks(videos, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    csv = write_csv(tmp_path / "list.csv", [videos["short"], videos["garbage"], videos["full0"], videos["full1"]])
+    args = [f"data.csv_paths=[{csv}]", "data.source=csv", "data.frame_step=2", "data.max_bad_fraction=0.5"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = train(tiny_cfg(tmp_path / "one", *args, "optim.total_steps=4"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = [*args, "optim.total_steps=4", "data.batch_size=2"]  # 2 x 2 = the same global batch of 4
+    mp.spawn(_two_rank_worker, args=(port, str(tmp_path / "two"), overrides), nprocs=2, join=True)
+    records = [json.loads(x) for x in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    keys = ("short_clips", "short_skipped", "bad_skipped")
+    assert [[r[k] for k in keys] for r in records] == [[r[k] for k in keys] for r in one["history"]]
