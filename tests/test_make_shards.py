@@ -361,3 +361,18 @@ def test_a_dying_worker_is_an_error_not_a_hang(data, tmp_path, monkeypatch, caps
     assert cli(data.csv, tmp_path / "shards", "--workers", "2", *LENIENT) == 2
     assert "a worker process died" in capsys.readouterr().err
     assert not list((tmp_path / "shards").glob("*.tmp"))
+
+
+def test_reencode_bytes_do_not_depend_on_earlier_encodes(tmp_path):
+    # Why test_same_input_same_bytes_for_any_worker_count failed on a fresh machine: with x264's macroblock tree
+    # on, one input re-encoded in one process gave 9 different files in 20 tries, other sizes encoded in between.
+    from vjepa.data.reencode import reencode_video
+
+    write_mp4(tmp_path / "src.mp4", render_clip(0, 1, FRAMES, SIZE), fps=FPS)
+    options = dict(short_side=64, keyint=8, crf=23, preset="medium")
+    reencode_video(str(tmp_path / "src.mp4"), str(tmp_path / "ref.mp4"), **options)
+    ref = (tmp_path / "ref.mp4").read_bytes()
+    for i, other in enumerate([48, 96, 160, 48, 96]):
+        write_mp4(tmp_path / f"other{i}.mp4", render_clip(1, i, 8, other), fps=FPS)
+        reencode_video(str(tmp_path / "src.mp4"), str(tmp_path / f"again{i}.mp4"), **options)
+        assert (tmp_path / f"again{i}.mp4").read_bytes() == ref, f"encode {i} after a {other} px one differs"

@@ -146,24 +146,27 @@ def test_bad_videos_are_skipped_counted_and_named(synthetic_csv, bad_files, tmp_
     rows = [f"{good[0]} 0"] + [f"{p} 9" for p in bad_files.values()] + [f"{good[1]} 1"]
     csv = tmp_path / "mixed.csv"
     csv.write_text("\n".join(rows) + "\n")
-    ds = VideoDataset(csv_paths=[csv], frames_per_clip=FPC, frame_step=STEP, max_bad_fraction=1.0)
+    ds = VideoDataset(csv_paths=[csv], frames_per_clip=FPC, frame_step=STEP, max_bad_fraction=1.0, short_videos="skip")
+    unreadable = {k: p for k, p in bad_files.items() if k != "one_frame"}  # one_frame is short, counted apart
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         item = ds[(1, 0)]  # the first bad file: moves on through all six to the good video at index 7
     assert item["index"] == 7 and item["label"] == 1
-    assert ds.num_bad == len(bad_files) and ds.num_attempts == len(bad_files) + 1
-    assert set(ds.bad_files) == {str(p) for p in bad_files.values()}
+    assert ds.num_bad == len(unreadable) and ds.num_attempts == len(bad_files) + 1 and ds.num_short_skipped == 1
+    assert set(ds.bad_files) == {str(p) for p in unreadable.values()}
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 5  # the first five distinct files are named, then silence
+    assert len(messages) == 6  # the five unreadable files, then the short one
     for msg, name in zip(messages, bad_files):
         assert str(bad_files[name]) in msg and f"{csv}:" in msg
-    assert "too short: 1 frames" in ds.bad_files[str(bad_files["one_frame"])]
+    assert "short video" in messages[5] and "data.short_videos=skip" in messages[5]
+    assert "too short: 1 frames" in ds.tracker.short_files[str(bad_files["one_frame"])]
     assert "not found" in ds.bad_files[str(bad_files["missing"])]
     # The same key gives the same sample again; known-bad files are counted without decoding or warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = ds[(1, 0)]
-    assert torch.equal(again["video"], item["video"]) and ds.num_bad == 2 * len(bad_files)
+    assert torch.equal(again["video"], item["video"]) and ds.num_bad == 2 * len(unreadable)
+    assert ds.num_short_skipped == 2
     # Wrap-around: the last index is good, index 0 too.
     assert ds[(7, 3)]["index"] == 7 and ds[(0, 3)]["index"] == 0
 
@@ -187,13 +190,15 @@ def test_too_many_bad_videos_raise_naming_files(synthetic_csv, bad_files, tmp_pa
     ds = VideoDataset(csv_paths=[csv], frames_per_clip=FPC, frame_step=STEP, max_bad_fraction=0.0, min_attempts=20)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert ds[(6, 0)]["index"] == 0  # six bad files, then wraps to the first good one
+        assert ds[(6, 0)]["index"] == 11  # five unreadable files, then the one-frame video, padded (default)
+    assert ds.num_bad == 5 and ds.num_padded == 1
 
 
 def test_all_bad_raises(bad_files, tmp_path):
     csv = tmp_path / "all_bad.csv"
     csv.write_text("".join(f"{p} 0\n" for p in bad_files.values()))
-    ds = VideoDataset(csv_paths=[csv], frames_per_clip=FPC, frame_step=STEP, max_bad_fraction=1.0)
+    # skip mode: the one-frame video is skipped too (padded by default, it would be usable)
+    ds = VideoDataset(csv_paths=[csv], frames_per_clip=FPC, frame_step=STEP, max_bad_fraction=1.0, short_videos="skip")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(RuntimeError, match="no usable video") as err:

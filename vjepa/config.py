@@ -50,7 +50,7 @@ LONG_RANGE = MaskSpec(num_blocks=2, spatial_scale=(0.7, 0.7))
 class ModelConfig:
     """Encoder and predictor. `preset` fills width/depth/heads/mlp_ratio unless they are given explicitly."""
 
-    preset: str = "large"  # tiny | small | base | large | huge | giant
+    preset: str = "large"  # tiny | small | base | large | huge | giant_v1 | giant_v2 | giant (= giant_v2)
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
@@ -64,21 +64,30 @@ class ModelConfig:
     init_rescale: bool = True  # keep the 1/sqrt(2*layer) rescale of attn.proj and mlp.fc2
     pred_embed_dim: int = 384
     pred_depth: int = 12
-    pred_num_heads: int | None = None  # None: the encoder's heads (V-JEPA 1); V-JEPA 2 uses 12
+    pred_num_heads: int | None = None  # None: the encoder's heads (V-JEPA 1), 12 for giant_v2; V-JEPA 2 uses 12
     activation_checkpointing: bool = False
     compile: bool = False
 
     def resolved(self) -> dict[str, Any]:
         """Encoder width/depth/heads/mlp_ratio after applying the preset."""
-        from vjepa.models.presets import ENCODER_PRESETS
+        from vjepa.models.presets import ENCODER_PRESETS, describe_presets
 
         if self.preset not in ENCODER_PRESETS:
-            raise ConfigError(f"model.preset: unknown preset {self.preset!r}; valid: {sorted(ENCODER_PRESETS)}")
+            raise ConfigError(f"model.preset: unknown preset {self.preset!r}; valid: {describe_presets()}")
         base = dict(ENCODER_PRESETS[self.preset])
         for key in ("embed_dim", "depth", "num_heads", "mlp_ratio"):
             if getattr(self, key) is not None:
                 base[key] = getattr(self, key)
         return base
+
+    def predictor_arch(self) -> dict[str, Any]:
+        """Predictor heads and MLP ratio: explicit pred_num_heads, else the preset's default, else the encoder's."""
+        from vjepa.models.presets import PREDICTOR_DEFAULTS, canonical_preset
+
+        arch = self.resolved()
+        defaults = PREDICTOR_DEFAULTS.get(canonical_preset(self.preset), {})
+        heads = self.pred_num_heads or defaults.get("num_heads", arch["num_heads"])
+        return {"num_heads": heads, "mlp_ratio": defaults.get("mlp_ratio", arch["mlp_ratio"])}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +109,7 @@ class DataConfig:
     sources: tuple[SourceSpec, ...] = ()  # a weighted mix of lists, folders, shards and synthetic videos
     frames_per_clip: int = 16
     frame_step: int = 4  # exactly one of frame_step, fps, duration is > 0
-    fps: float = 0.0  # target frame rate: step = round(video fps / fps)
+    fps: float = 0.0  # target frame rate: step = ceil(video fps) // fps (official V-JEPA 2; V-JEPA 2 uses 4)
     duration: float = 0.0  # seconds a clip covers: step = round(duration * video fps / frames_per_clip)
     repeat: int = 1  # samples per decoded video (repeated sampling amortises decoding); divides batch_size
     repeat_mode: str = "clips"  # clips (k clips of one decode) | masks (one clip k times, each with its own masks)
@@ -136,6 +145,10 @@ class OptimConfig:
     horizon_scale: float = 1.25  # cosine: schedules span total_steps * horizon_scale (training stops at 80%)
     warmup_steps: int = 12_000
     cooldown_steps: int = 0  # wsd: linear decay to final_lr over the last cooldown_steps
+    # wsd: the cooldown line runs lr -> final_lr over cooldown_steps * cooldown_horizon_scale steps and training
+    # stops after cooldown_steps of it; 1.0 ends at final_lr. The official V-JEPA 2 cooldown uses 1.25 (ipe_scale),
+    # so it ends at lr - (lr - final_lr) / 1.25, about 1.06e-4 for lr 5.25e-4.
+    cooldown_horizon_scale: float = 1.0
     start_lr: float = 2e-4
     lr: float = 6.25e-4
     final_lr: float = 1e-6
@@ -441,9 +454,9 @@ def _check_heads(m: ModelConfig) -> None:
         raise ConfigError(
             f"model.num_heads={arch['num_heads']} must divide the encoder width model.embed_dim={arch['embed_dim']}"
         )
-    pred_heads = m.pred_num_heads or arch["num_heads"]
+    pred_heads = m.predictor_arch()["num_heads"]
     if m.pred_embed_dim % pred_heads:
-        key = "model.pred_num_heads" if m.pred_num_heads else "model.pred_num_heads (default: the encoder's heads)"
+        key = "model.pred_num_heads" if m.pred_num_heads else "model.pred_num_heads (default of the preset)"
         raise ConfigError(f"{key}={pred_heads} must divide the predictor width model.pred_embed_dim={m.pred_embed_dim}")
 
 
@@ -499,6 +512,12 @@ def validate(cfg: Config) -> None:
     if d.batch_size <= 0:
         raise ConfigError("data.batch_size must be positive")
     _choice("train.existing_run", t.existing_run, ("refuse", "archive"))
+    _choice("data.short_videos", d.short_videos, ("pad", "skip"))
+    _choice("optim.clip_grad_mode", o.clip_grad_mode, ("global", "separate"))
+    if not o.cooldown_horizon_scale >= 1.0:
+        raise ConfigError(
+            f"optim.cooldown_horizon_scale must be >= 1 (1: end at final_lr), got {o.cooldown_horizon_scale}"
+        )
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

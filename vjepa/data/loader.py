@@ -33,6 +33,12 @@ rows belong to, so the masks of a sample, and the kept token counts, do not depe
 per-rank batch. A worker that dies is reported by the DataLoader (RuntimeError naming the worker); a worker that
 hangs stops the run after `data.timeout` seconds.
 
+Short videos and counts. Every list and shard source applies `data.short_videos` (pad | skip, vjepa/data/video.py)
+with the same frame step rule (frame_step, fps or duration); images are repeated to a clip and never count as
+short; synthetic videos are rendered at full length. Each batch carries BATCH_COUNTERS: the clips padded, short
+videos skipped and bad files skipped while loading it, in the process (loader worker) that built it; the training
+loop sums them. Short videos never count toward `data.max_bad_fraction`.
+
 Shape legend: G global batch, b per-rank batch, k repeat, U units per step, C channels, T frames, S crop size.
 """
 
@@ -48,7 +54,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from vjepa.config import Config, SourceSpec
 from vjepa.data.shards import expand_shard_pattern, iter_tar_samples, sample_label, sample_media
 from vjepa.data.transforms import Transform
-from vjepa.data.video import BadFileTracker, ClipSampling, UnusableVideo, load_clips
+from vjepa.data.video import BadFileTracker, ClipSampling, ShortVideo, UnusableVideo, decode_clips
 from vjepa.masks.collator import MaskGenerator
 from vjepa.seeding import derive_seed, make_generator
 
@@ -86,6 +92,11 @@ class ListSource:
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(clips padded, short videos skipped, bad files skipped) by this source in this process."""
+        tracker = getattr(self.dataset, "tracker", None)
+        return tracker.counts() if tracker is not None else (0, 0, 0)
 
     def _video_of(self, n: int) -> tuple[int, int]:
         epoch, pos = divmod(n, len(self.dataset))
@@ -135,14 +146,19 @@ class ShardSource:
         backend: str,
         shuffle_buffer: int,
         max_bad_fraction: float,
+        short_videos: str = "pad",
     ) -> None:
         self.shards = expand_shard_pattern(pattern)
+        self.short_videos = short_videos
         self.pattern, self.index, self.seed, self.sampling = pattern, index, seed, sampling
         self.frames_per_clip = sampling.frames_per_clip
         self.transform, self.backend, self.shuffle_buffer = transform, backend, max(1, shuffle_buffer)
         self.tracker = BadFileTracker(max_bad_fraction=max_bad_fraction)
         self._samples: Iterator | None = None
         self._count = 0
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.tracker.counts()
 
     def _stream(self, ctx: _WorkerContext) -> Iterator[tuple[str, int, str, bytes]]:
         """(name, label, media extension, media bytes) forever, from this worker's shards."""
@@ -186,18 +202,33 @@ class ShardSource:
             clips_wanted = k if mode == "clips" else 1
             self.tracker.attempt()
             try:
-                clips = load_clips(
-                    data, name=f"x.{ext}", sampling=self.sampling, num_clips=clips_wanted, gen=gen, backend=self.backend
+                clips, padded = decode_clips(
+                    data,
+                    name=f"x.{ext}",
+                    sampling=self.sampling,
+                    num_clips=clips_wanted,
+                    gen=gen,
+                    backend=self.backend,
+                    short_videos=self.short_videos,
                 )
+            except ShortVideo as err:
+                self.tracker.record_short(where, str(err))
+                continue
             except UnusableVideo as err:
                 self.tracker.record(where, str(err))
                 continue
+            self.tracker.num_padded += len(clips) if padded else 0
             videos = [self.transform(c, gen) for c in clips]
             return [(v, label) for v in videos] if mode == "clips" else [(videos[0], label)] * k
 
 
+# Per-batch counts (ints) in every batch dict, what loading this batch's samples took in this process: clips padded
+# from short videos, short videos skipped (data.short_videos=skip), bad (unreadable) files skipped.
+BATCH_COUNTERS = ("short_clips", "short_skipped", "bad_skipped")
+
+
 class TrainStream(IterableDataset):
-    """Batches {"video" [b, C, T, S, S], "label" [b], "step", "masks"} for steps [start_step, end_step)."""
+    """Batches {"video" [b, C, T, S, S], "label" [b], "step", "masks", BATCH_COUNTERS} for [start_step, end_step)."""
 
     def __init__(
         self,
@@ -241,15 +272,22 @@ class TrainStream(IterableDataset):
             units = [units[i] for i in order]
         return units
 
+    def data_counts(self) -> list[int]:
+        """[clips padded, short videos skipped, bad files skipped] over the sources, in this process."""
+        per_source = [s.counts() if hasattr(s, "counts") else (0, 0, 0) for s in self.sources]  # custom: none
+        return [sum(c) for c in zip(*per_source)]
+
     def batch(self, step: int, ctx: _WorkerContext) -> dict:
         units = self.step_units(step)[self.rank * self.units_per_rank : (self.rank + 1) * self.units_per_rank]
+        before = self.data_counts()
         samples = [s for j, n in units for s in self.sources[j].unit(n, self.repeat, self.mode, ctx)]
+        counted = dict(zip(BATCH_COUNTERS, (a - b for a, b in zip(self.data_counts(), before))))
         video = torch.stack([v for v, _ in samples])  # [b, C, T, S, S]
         label = torch.tensor([lab for _, lab in samples])
         b = len(samples)
         gen = self.mask_generators[video.shape[2]]
         masks = gen.for_rows(step, self.rank * b, (self.rank + 1) * b, b * self.world)
-        return {"video": video, "label": label, "step": step, "masks": masks}
+        return {"video": video, "label": label, "step": step, "masks": masks, **counted}
 
     def __iter__(self) -> Iterator[dict]:
         ctx = _WorkerContext(rank=self.rank, world_size=self.world, start_step=self.start)
@@ -299,6 +337,7 @@ def build_source(spec: SourceSpec, index: int, cfg: Config) -> ListSource | Shar
             backend=d.decoder,
             shuffle_buffer=d.shard_shuffle,
             max_bad_fraction=d.max_bad_fraction,
+            short_videos=d.short_videos,
         )
     from vjepa.data.video import VideoDataset
 
@@ -314,6 +353,7 @@ def build_source(spec: SourceSpec, index: int, cfg: Config) -> ListSource | Shar
         backend=d.decoder,
         max_bad_fraction=d.max_bad_fraction,
         seed=seed,
+        short_videos=d.short_videos,
     )
     return ListSource(ds, index=index, seed=seed, frames_per_clip=fpc)
 

@@ -19,8 +19,10 @@ into faststart mp4 at the source's average frame rate (frames renumbered: variab
 constant-rate); audio, rotation and colour tags are dropped.
 
 Determinism: tar members have fixed names, order, mtime, uid, gid and mode; workers decode and encode (one
-thread each, x264 included) while the main process writes samples in storage order; so the same list and options
-give the same bytes whatever `--workers` is (for one PyAV/FFmpeg build).
+thread each, x264 included, its macroblock tree off: see reencode.py) while the main process writes samples in
+storage order; so the same list and options give the same bytes whatever `--workers` is and whatever ran before,
+for one PyAV build (its FFmpeg and x264) on the CPUs we tested; another build gives other re-encoded bytes, the
+same shard layout, keys and stored-as-is bytes, and frames equal to lossy-codec accuracy.
 
 Resume: a shard is written as `<name>.tmp` and renamed when complete, then a line {"shard", "first", "last",
 "count", "bytes", "sha256", "skipped"} is appended to `manifest.jsonl`, whose first line records the list's sha256,

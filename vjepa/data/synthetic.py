@@ -354,8 +354,15 @@ class SyntheticVideoDataset:
 def write_mp4(path: str | os.PathLike, frames: torch.Tensor, *, fps: int = 8, faststart: bool = False) -> None:
     """Encode uint8 [T, H, W, 3] RGB frames as H.264 (libx264, yuv420p, crf 18, one thread, bitexact) in mp4.
 
-    Deterministic bytes for the same frames. H and W must be even (yuv420p). faststart puts the index first."""
+    H and W must be even (yuv420p). faststart puts the index first.
+    Determinism: the same frames give the same bytes with one PyAV build (its bundled FFmpeg and x264), whatever
+    was encoded before in the process. x264's macroblock tree is off for that (DETERMINISTIC_X264_PARAMS): with
+    it on, a 32 px clip encoded 30 times in one process, other sizes in between, gave 12 different files (one
+    x264 thread). Not promised: the same bytes with another PyAV/x264 version, or across CPUs we have not tested
+    (x264 picks SIMD code by CPU); there the decoded frames still match the rendered ones to lossy-codec accuracy."""
     import av  # imported here: only writing needs PyAV
+
+    from vjepa.data.reencode import DETERMINISTIC_X264_PARAMS
 
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
@@ -369,7 +376,7 @@ def write_mp4(path: str | os.PathLike, frames: torch.Tensor, *, fps: int = 8, fa
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": DETERMINISTIC_X264_PARAMS}
         stream.codec_context.flags |= av.codec.context.Flags.bitexact
         for frame in frames.numpy():
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
@@ -388,7 +395,8 @@ def write_synthetic(
     """Write the videos of SyntheticVideoDataset(num_videos, num_frames, size, seed) as mp4 files (write_mp4), plus
     train.csv (`<absolute path> <label>` per line, no header) and classes.txt (one class name per line).
 
-    Deterministic: the same arguments give the same bytes. Returns the path of train.csv.
+    Deterministic: the same arguments give the same train.csv (up to out_dir) and classes.txt, the same rendered
+    frames, and the same mp4 bytes under write_mp4's conditions (one PyAV build). Returns the path of train.csv.
     """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -10,17 +10,26 @@ A folder source lists the media files below it (sorted); the label is the index 
 among the sorted subfolder names (class folders), 0 for files directly in the folder.
 
 Clip sampling (`ClipSampling`): frames_per_clip frames at a frame step given in exactly one of three ways:
-frame_step (frames), fps (target frame rate: step = round(video fps / fps)) or duration (seconds covered by the
-clip: step = round(duration * video fps / frames_per_clip)); the step is at least 1. A clip's frame indices are
-start + k * step; it spans (frames_per_clip - 1) * step + 1 frames (the official code needs frames_per_clip *
-step frames and spaces frames with linspace, so its step is slightly above frame_step). Videos shorter than the
-span are unusable (like the official code, no padding). With num_clips = n > 1 the range of valid starts
-[0, len - span] is cut into n equal segments and each clip starts uniformly at random inside its own segment
-(evenly spaced, random within; clips may overlap for short videos); all n clips come from one decoder pass.
+frame_step (frames), fps (target frame rate: step = ceil(video fps) // fps, the official V-JEPA 2 rule) or
+duration (seconds covered by the clip: step = round(duration * video fps / frames_per_clip)); the step is at least
+1. A clip's frame indices are start + k * step; it spans (frames_per_clip - 1) * step + 1 frames (the official code
+needs frames_per_clip * step frames and spaces frames with linspace, so its step is slightly above frame_step).
+
+Short videos (fewer frames than the span), `short_videos`: "pad" (default, as the official loaders with
+filter_short_videos false) starts every clip at frame 0 and repeats the last frame: indices min(k * step, len - 1).
+The official code instead spreads len // step indices over the whole video with linspace and then repeats the last
+frame, so its frame spacing inside a padded clip differs from the step; ours keeps the step. "skip" raises
+ShortVideo and the loader moves on, as for bad files, but a short video is counted apart (num_short_skipped), is
+never counted toward max_bad_fraction, and is remembered so it is not decoded again. Padded clips are counted in
+num_padded (decoded clips, before repeat_mode "masks" reuses one clip for several rows).
+
+With num_clips = n > 1 the range of valid starts [0, len - span] is cut into n equal segments and each clip starts
+uniformly at random inside its own segment (evenly spaced, random within; clips may overlap for short videos);
+all n clips come from one decoder pass.
 A file the chosen decord backend cannot decode is tried once more with PyAV (same clip draw; a warning names the
 first few such files): decord 0.6 rejects some valid videos, e.g. ones narrower than 64 pixels.
 
-Bad files (missing, zero-byte, unreadable, truncated, too short): __getitem__ moves on to the next index (index + 1
+Bad files (missing, zero-byte, unreadable, truncated, no frames): __getitem__ moves on to the next index (index + 1
 mod len, same draw, seeded from the index actually used) and reports that index in "index". Each bad hit is
 counted; the first few distinct files are named in warnings, and once at least `min_attempts` loads were attempted
 and the bad fraction exceeds max_bad_fraction a RuntimeError names the files. A file found bad is remembered and
@@ -33,6 +42,7 @@ Shape legend: T = frames_per_clip, H, W decoded size, C = 3, S crop size of the 
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -48,8 +58,15 @@ from vjepa.seeding import make_generator
 MAX_NAMED_WARNINGS = 5  # distinct bad files named in warnings before going quiet
 
 
+SHORT_VIDEO_MODES = ("pad", "skip")
+
+
 class UnusableVideo(Exception):
-    """A video that cannot give a clip: missing, undecodable, or too short."""
+    """A video that cannot give a clip: missing, undecodable, or too short (ShortVideo)."""
+
+
+class ShortVideo(UnusableVideo):
+    """A readable video shorter than one clip's span, with short_videos="skip"."""
 
 
 def split_list_line(line: str) -> list[str]:
@@ -128,8 +145,8 @@ class ClipSampling:
             return self.frame_step
         if video_fps <= 0:
             raise UnusableVideo("unknown frame rate; use a fixed frame_step for this source")
-        if self.fps > 0:
-            return max(1, round(video_fps / self.fps))
+        if self.fps > 0:  # as the official V-JEPA 2 loader: ceil(video fps) // fps (30 fps at 4 fps: step 7)
+            return max(1, int(math.ceil(video_fps) // self.fps))
         return max(1, round(self.duration * video_fps / self.frames_per_clip))
 
     def span(self, step: int) -> int:
@@ -151,11 +168,32 @@ def load_clips(
     num_clips: int,
     gen: torch.Generator,
     backend: str = "decord",
+    short_videos: str = "pad",
 ) -> list[torch.Tensor]:
-    """Decode num_clips clips of one video or image (path or bytes): list of uint8 [T, H, W, C].
+    """Decode num_clips clips of one video or image (path or bytes): list of uint8 [T, H, W, C] (decode_clips)."""
+    return decode_clips(
+        src, name=name, sampling=sampling, num_clips=num_clips, gen=gen, backend=backend, short_videos=short_videos
+    )[0]
 
-    name: the file name (its extension tells images from videos; used in messages). Raises UnusableVideo."""
+
+def decode_clips(
+    src: str | bytes,
+    *,
+    name: str,
+    sampling: ClipSampling,
+    num_clips: int,
+    gen: torch.Generator,
+    backend: str = "decord",
+    short_videos: str = "pad",
+) -> tuple[list[torch.Tensor], bool]:
+    """(num_clips clips uint8 [T, H, W, C] of one video or image (path or bytes), whether they were padded).
+
+    name: the file name (its extension tells images from videos; used in messages). short_videos: pad | skip
+    (module docstring). Raises UnusableVideo (ShortVideo for a short video with "skip")."""
     from vjepa.data.decoders import DecodeError, available_backends, open_video, read_image
+
+    if short_videos not in SHORT_VIDEO_MODES:
+        raise ValueError(f"short_videos must be one of {SHORT_VIDEO_MODES}, got {short_videos!r}")
 
     t = sampling.frames_per_clip
     if isinstance(src, str):
@@ -170,20 +208,24 @@ def load_clips(
             image = read_image(src)  # [H, W, C]
         except DecodeError as err:
             raise UnusableVideo(f"image decoding failed: {err}") from err
-        return [image.unsqueeze(0).expand(t, -1, -1, -1).contiguous() for _ in range(num_clips)]  # [T, H, W, C]
+        return [image.unsqueeze(0).expand(t, -1, -1, -1).contiguous() for _ in range(num_clips)], False  # [T, H, W, C]
+
+    padded = False
 
     def decode(with_backend: str) -> torch.Tensor:
+        nonlocal padded
         with open_video(src, backend=with_backend) as vr:
             step = sampling.step_for(vr.fps)
             span = sampling.span(step)
-            if vr.num_frames < span:
-                raise UnusableVideo(
-                    f"too short: {vr.num_frames} frames, a clip of {t} frames at step {step} needs {span}"
-                )
-            starts = clip_starts(vr.num_frames, span, num_clips, gen)
-            offsets = torch.arange(t) * step
-            indices = torch.cat([s + offsets for s in starts])  # [num_clips * T]
-            return vr.get_frames(indices.tolist())  # [num_clips * T, H, W, C]
+            n = vr.num_frames
+            if n < 1:
+                raise UnusableVideo("no frames")
+            padded = n < span
+            if padded and short_videos == "skip":
+                raise ShortVideo(f"too short: {n} frames, a clip of {t} frames at step {step} needs {span}")
+            starts = [0] * num_clips if padded else clip_starts(n, span, num_clips, gen)
+            indices = [min(s + k * step, n - 1) for s in starts for k in range(t)]  # [num_clips * T]
+            return vr.get_frames(indices)  # [num_clips * T, H, W, C]
 
     state = gen.get_state()
     try:
@@ -200,7 +242,7 @@ def load_clips(
     expected = num_clips * t
     if frames.dim() != 4 or frames.shape[0] != expected or frames.shape[-1] != 3:
         raise UnusableVideo(f"decoder returned shape {tuple(frames.shape)}, expected [{expected}, H, W, 3]")
-    return list(frames.split(t))
+    return list(frames.split(t)), padded
 
 
 _FALLBACKS: set[str] = set()
@@ -214,7 +256,8 @@ def _note_fallback(name: str, err: Exception) -> None:
 
 
 class BadFileTracker:
-    """Counts load attempts and bad files of one process; warns for the first few; raises past the threshold."""
+    """Counts load attempts, bad files and short videos of one process; warns for the first few; raises past the
+    bad-file threshold. Short videos (padded or skipped) never count toward max_bad_fraction."""
 
     def __init__(self, *, max_bad_fraction: float, min_attempts: int = 20) -> None:
         if not 0 <= max_bad_fraction <= 1:
@@ -223,12 +266,28 @@ class BadFileTracker:
         self.num_attempts = 0
         self.num_bad = 0
         self.bad_files: dict[str, str] = {}  # name -> reason, in the order found
+        self.num_padded = 0  # clips padded from short videos
+        self.num_short_skipped = 0  # loads skipped because the video was short (short_videos="skip")
+        self.short_files: dict[str, str] = {}  # short videos skipped: name -> reason
 
     def attempt(self) -> None:
         self.num_attempts += 1
 
     def known_bad(self, name: str) -> str | None:
         return self.bad_files.get(name)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(clips padded, short videos skipped, bad files skipped) so far."""
+        return self.num_padded, self.num_short_skipped, self.num_bad
+
+    def record_short(self, name: str, reason: str, where: str = "") -> None:
+        """A short video skipped (short_videos="skip"): counted apart from bad files, warned for the first few."""
+        self.num_short_skipped += 1
+        if name not in self.short_files:
+            self.short_files[name] = reason
+            if len(self.short_files) <= MAX_NAMED_WARNINGS:
+                at = f" ({where})" if where else ""
+                warnings.warn(f"skipping short video {name}{at}: {reason} (data.short_videos=skip)", stacklevel=3)
 
     def record(self, name: str, reason: str, where: str = "") -> None:
         self.num_bad += 1
@@ -272,10 +331,14 @@ class VideoDataset:
         max_bad_fraction: float = 0.05,
         seed: int = 0,
         min_attempts: int = 20,
+        short_videos: str = "pad",
     ) -> None:
         """transform(frames uint8 [T, H, W, C], gen) -> float [C, T, S, S]; None gives the ImageNet-normalised
         clip at its decoded size. Exactly one of frame_step, fps, duration is > 0 (ClipSampling).
-        min_attempts: loads attempted before max_bad_fraction is enforced."""
+        min_attempts: loads attempted before max_bad_fraction is enforced. short_videos: pad | skip."""
+        if short_videos not in SHORT_VIDEO_MODES:
+            raise ValueError(f"short_videos must be one of {SHORT_VIDEO_MODES}, got {short_videos!r}")
+        self.short_videos = short_videos
         for name, value in (("csv_paths", csv_paths), ("folders", folders)):
             if isinstance(value, (str, os.PathLike)):
                 raise TypeError(f"{name} must be a sequence of paths, not a single path")
@@ -308,6 +371,8 @@ class VideoDataset:
     num_attempts = property(lambda self: self.tracker.num_attempts)
     num_bad = property(lambda self: self.tracker.num_bad)
     bad_files = property(lambda self: self.tracker.bad_files)
+    num_padded = property(lambda self: self.tracker.num_padded)
+    num_short_skipped = property(lambda self: self.tracker.num_short_skipped)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -327,14 +392,27 @@ class VideoDataset:
             if known is not None:
                 self.tracker.record(path, known, where)
                 continue
+            if path in self.tracker.short_files:
+                self.tracker.record_short(path, self.tracker.short_files[path], where)
+                continue
             gen = make_generator("sample", self.seed, i, draw)
             try:
-                clips = load_clips(
-                    path, name=path, sampling=self.sampling, num_clips=num_clips, gen=gen, backend=self.backend
+                clips, padded = decode_clips(
+                    path,
+                    name=path,
+                    sampling=self.sampling,
+                    num_clips=num_clips,
+                    gen=gen,
+                    backend=self.backend,
+                    short_videos=self.short_videos,
                 )
+            except ShortVideo as err:
+                self.tracker.record_short(path, str(err), where)
+                continue
             except UnusableVideo as err:
                 self.tracker.record(path, str(err), where)
                 continue
+            self.tracker.num_padded += len(clips) if padded else 0
             return clips, i, gen
         raise RuntimeError(self.tracker.summary(f"no usable video in the whole dataset (tried from index {index})"))
 

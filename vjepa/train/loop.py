@@ -13,6 +13,11 @@ intact. SIGTERM/SIGUSR1/SIGUSR2 (preemption, time limit) end the run after the c
 that step and exit code 75, and `train.checkpoint_every_minutes` adds wall-clock checkpoints (vjepa/train/preempt.py).
 Host syncs happen on log and checkpoint steps only, plus, with several processes, the per-step agreement of all
 ranks on those two decisions (two flags in one all_reduce).
+
+intact. Host syncs happen on log and checkpoint steps only.
+
+Data counts (vjepa/train/counters.py): clips padded from short videos, short and unreadable videos skipped, summed
+over ranks as running totals into every log.jsonl record and each checkpoint; the run ends with a one-line summary.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from vjepa.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from vjepa.train.counters import DataCounts, summary_line
 from vjepa.train.ema import ema_pairs, local_shard
 from vjepa.train.optim import build_optimizer
 from vjepa.train.preempt import PREEMPTED_EXIT_CODE, CheckpointClock, StopSignals, agree
@@ -80,12 +86,13 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
         mlp_ratio=arch["mlp_ratio"],
         **common,
     )
+    pred_arch = m.predictor_arch()
     predictor = Predictor(
         embed_dim=arch["embed_dim"],
         pred_embed_dim=m.pred_embed_dim,
         depth=m.pred_depth,
-        num_heads=m.pred_num_heads or arch["num_heads"],
-        mlp_ratio=arch["mlp_ratio"] if m.preset != "giant" else 4.0,
+        num_heads=pred_arch["num_heads"],
+        mlp_ratio=pred_arch["mlp_ratio"],
         num_mask_tokens=len(cfg.mask.families),
         **common,
     )
@@ -297,6 +304,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
     if info.is_main:
         logger.print(f"start {record.number} of this run: config in {record.config}")
     ema_targets, ema_sources = ema_pairs(encoder, target_encoder)
+    data_counts = DataCounts.for_run(ckpt, run_dir)
 
     # ---- loop
     o, t = cfg.optim, cfg.train
@@ -323,6 +331,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
     step = start_step
     for batch in batches:
         step = batch["step"]
+        data_counts.add(batch)
         video = batch["video"].to(device, non_blocking=True)
         masks = [m.to(device) for m in batch["masks"]] if device.type != "cpu" else batch["masks"]
         t_data = time.perf_counter()
@@ -342,6 +351,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
             grid=grid_of(video, cfg.model.tubelet_size, cfg.model.patch_size),
             hp=hp,
             clip_grad=clip,
+            clip_grad_mode=o.clip_grad_mode,
             objective=objective,
             want_grad_norm=is_log,
             want_rank=is_log,
@@ -362,6 +372,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
         if is_ckpt:
             bad |= ~params_finite(encoder)
         if is_log or is_ckpt:
+            totals = data_counts.totals(device)  # running totals, in log.jsonl and the checkpoint
             if bool(all_reduce_mean(bad.float()) > 0):
                 raise NonFiniteLoss(
                     f"non-finite loss or weights at or before step {step}; stopping. The last good checkpoint (step "
@@ -388,6 +399,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 "step_time": step_time / max(1, window_steps),
                 "clips_per_s": global_batch / max(sec_per_step, 1e-9),
                 "eta_s": sec_per_step * (end_step - step - 1),
+                **totals,
             }
             record["jepa_loss"] = statistics.fmean(record[f"loss_{i}"] for i in range(len(out.family_losses)))
             history.append(record)
@@ -413,7 +425,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 models,
                 optimizer,
                 t.keep_last,
-                {"loss": history[-1]["loss"] if history else math.nan},
+                {"loss": history[-1]["loss"] if history else math.nan, "data_counts": totals},
             )
             last_good = step + 1
             clock.reset()
@@ -424,12 +436,15 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 "run the same command again (or let the SLURM launcher requeue) to resume"
             )
             break
+    totals = data_counts.totals(device)
+    logger.print(summary_line(totals))
     logger.close()
     return {
         "step": step + 1 if end_step > start_step else start_step,
         "history": history,
         "run_dir": str(run_dir),
         "preempted": stopped,
+        "data_counts": totals,
     }
 
 

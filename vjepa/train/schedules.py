@@ -5,8 +5,12 @@ Two recipes (DESIGN.md, Optimisation):
   final_lr; weight decay cosine from weight_decay to final_weight_decay; EMA momentum linear from ema_momentum to
   final_ema_momentum. All three span `horizon = total_steps * horizon_scale` (1.25), so training stops at 80% of
   the schedule, as in the paper.
-- `wsd` (V-JEPA 2): linear warmup start_lr -> lr, constant, then a linear cooldown to final_lr over the last
-  cooldown_steps of total_steps; constant weight decay and EMA momentum.
+- `wsd` (V-JEPA 2): linear warmup start_lr -> lr, constant, then a linear cooldown over the last cooldown_steps
+  of total_steps, on the line from lr to final_lr that spans cooldown_steps * cooldown_horizon_scale steps: with
+  scale 1 it ends at final_lr; the official cooldown uses 1.25 (its ipe_scale), so it stops at 80% of the line
+  (lr 5.25e-4 -> about 1.06e-4 with final_lr 1e-6). Constant weight decay and EMA momentum.
+  Step convention: the update at step s uses the value at s, so the first cooldown step trains at lr; the
+  official schedulers are stepped before each update, i.e. they use the value at s + 1.
 
 Being pure functions of the step, a resumed run recomputes them exactly; nothing is replayed. The official code
 keeps these as stateful generators that resume must step through again.
@@ -41,7 +45,7 @@ def learning_rate(cfg: OptimConfig, step: int) -> float:
     cooldown_start = cfg.total_steps - cfg.cooldown_steps
     if cfg.cooldown_steps == 0 or step < cooldown_start:
         return cfg.lr
-    progress = min(1.0, (step - cooldown_start) / cfg.cooldown_steps)
+    progress = min(1.0, (step - cooldown_start) / (cfg.cooldown_steps * cfg.cooldown_horizon_scale))
     return cfg.lr + (cfg.final_lr - cfg.lr) * progress
 
 

@@ -6,7 +6,8 @@
         p_f = predictor(z_f, ctx_idx_f, tgt_idx_f)  predictions at the target positions
         loss_f = mean |p_f - h[tgt_idx_f]|^p / p
     loss = mean_f loss_f  (+ optional variance hinge on p_f, VICReg terms on z_f)
-    AdamW step (clip after warmup), then EMA: target <- m target + (1 - m) encoder
+    AdamW step (clip after warmup: one global norm, or encoder and predictor each as V-JEPA 1), then EMA:
+    target <- m target + (1 - m) encoder
 
 No host synchronisation here: metrics are returned as tensors and read on log steps only.
 
@@ -101,6 +102,34 @@ def forward_loss(
     return loss, family_losses, (spread, token_spread, rank)
 
 
+def _plain(norm: torch.Tensor) -> torch.Tensor:
+    """A norm from clip_grad_norm_ as a plain tensor (FSDP2 returns a DTensor)."""
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def clip_gradients(
+    encoder: nn.Module,
+    predictor: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    clip_grad: float,
+    mode: str,
+    want_norm: bool,
+) -> torch.Tensor | None:
+    """Clip in place; returns the total gradient norm over encoder and predictor before clipping (None when neither
+    clipping nor want_norm). mode "global": one norm over all parameters, clipped to clip_grad. mode "separate"
+    (official V-JEPA 1): the encoder and the predictor are each clipped to clip_grad on their own norm; the total
+    returned is sqrt(encoder norm^2 + predictor norm^2)."""
+    if clip_grad > 0 and mode == "separate":
+        norms = [_plain(torch.nn.utils.clip_grad_norm_(list(m.parameters()), clip_grad)) for m in (encoder, predictor)]
+        return torch.linalg.vector_norm(torch.stack(norms))
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if clip_grad > 0:
+        return _plain(torch.nn.utils.clip_grad_norm_(params, clip_grad))
+    if want_norm:
+        return _plain(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+    return None
+
+
 def train_step(
     *,
     encoder: nn.Module,
@@ -114,6 +143,7 @@ def train_step(
     grid: tuple[int, int, int],
     hp: Hyper,
     clip_grad: float = 0.0,
+    clip_grad_mode: str = "global",
     objective: Objective = Objective(),
     want_grad_norm: bool = False,
     want_rank: bool = False,
@@ -124,14 +154,7 @@ def train_step(
         encoder, target_encoder, predictor, video, masks, grid, objective, want_rank
     )
     loss.backward()
-    grad_norm = None
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    if clip_grad > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
-    elif want_grad_norm:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-    if isinstance(grad_norm, torch.Tensor) and hasattr(grad_norm, "full_tensor"):
-        grad_norm = grad_norm.full_tensor()
+    grad_norm = clip_gradients(encoder, predictor, optimizer, clip_grad, clip_grad_mode, want_grad_norm)
     optimizer.step()
     ema_update(ema_targets, ema_sources, hp.momentum)
     return StepOutput(loss.detach(), family_losses, spread, grad_norm, token_spread, rank)
