@@ -51,7 +51,9 @@ def test_giant_presets_are_explicit():
     assert heads == {"giant_v1": 16, "giant_v2": 12, "giant": 12, "large": 16}
     with pytest.raises(ConfigError, match="giant_v1 is V-JEPA 1's vit_giant"):
         load_config(None, ["model.preset=gaint", "data.source=synthetic"])
-    with pytest.raises(ConfigError, match="model.pred_num_heads=22 must divide model.pred_embed_dim=384"):
+    with pytest.raises(
+        ConfigError, match="model.pred_num_heads=22 must divide the predictor width model.pred_embed_dim=384"
+    ):
         load_config(None, ["model.preset=giant", "model.pred_num_heads=22", "data.source=synthetic"])
 
 
