@@ -19,33 +19,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY_MODEL, tiny_cfg
+from test_train import TINY_RUN, tiny_cfg
 
 from vjepa.pretrained import read_checkpoint
 from vjepa.train.checkpoint import latest_checkpoint
 from vjepa.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_RUN = [
-    *TINY_MODEL,
-    "data.source=synthetic",
-    "data.synthetic_videos=32",
-    "data.frames_per_clip=8",
-    "data.crop_size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "optim.warmup_steps=2",
-    "optim.lr=1e-3",
-    "train.log_every=1",
-    "train.tensorboard=false",
-    "train.threads=1",
-]
+RUN_ARGS = [*TINY_RUN, "train.threads=1"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def start(run: Path, *extra: str) -> subprocess.Popen:
     """`vjepa pretrain` on the tiny model in `run` (a few dozen lines of output: the pipes cannot fill up)."""
-    cmd = [sys.executable, "-m", "vjepa.cli", "pretrain", *TINY_RUN, f"train.run_dir={run}", *extra]
+    cmd = [sys.executable, "-m", "vjepa.cli", "pretrain", *RUN_ARGS, f"train.run_dir={run}", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
 
 

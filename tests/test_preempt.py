@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY_MODEL
+from test_train import TINY_RUN
 
 from vjepa.config import ConfigError, load_config
 from vjepa.train.checkpoint import latest_checkpoint
@@ -32,20 +32,10 @@ STEPS = 24  # enough that a run signalled after its first step is still far from
 
 def tiny_args(run_dir, *extra):
     return [
-        *TINY_MODEL,
-        "data.source=synthetic",
-        "data.synthetic_videos=32",
-        "data.frames_per_clip=8",
-        "data.crop_size=32",
-        "data.batch_size=4",
-        "data.num_workers=0",
+        *TINY_RUN,
         f"optim.total_steps={STEPS}",
-        "optim.warmup_steps=2",
-        "optim.lr=1e-3",
-        "train.log_every=1",
         "train.checkpoint_every=1000",
         "train.keep_last=100",
-        "train.tensorboard=false",
         "train.threads=1",
         f"train.run_dir={run_dir}",
         *extra,

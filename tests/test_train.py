@@ -27,26 +27,26 @@ TINY_MODEL = [
 ]
 
 
+# The tiny model on 8-frame 32-px synthetic clips, batch 4, logging every step: the runs of the training, fault,
+# preemption and launch tests (each adds its step count, checkpoint interval and run folder).
+TINY_RUN = [
+    *TINY_MODEL,
+    "data.source=synthetic",
+    "data.synthetic_videos=32",
+    "data.frames_per_clip=8",
+    "data.crop_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "optim.warmup_steps=2",
+    "optim.lr=1e-3",
+    "train.log_every=1",
+    "train.tensorboard=false",
+]
+
+
 def tiny_cfg(run_dir, *extra):
     return load_config(
-        None,
-        [
-            *TINY_MODEL,
-            "data.source=synthetic",
-            "data.synthetic_videos=32",
-            "data.frames_per_clip=8",
-            "data.crop_size=32",
-            "data.batch_size=4",
-            "data.num_workers=0",
-            "optim.total_steps=8",
-            "optim.warmup_steps=2",
-            "optim.lr=1e-3",
-            "train.log_every=1",
-            "train.checkpoint_every=3",
-            "train.tensorboard=false",
-            f"train.run_dir={run_dir}",
-            *extra,
-        ],
+        None, [*TINY_RUN, "optim.total_steps=8", "train.checkpoint_every=3", f"train.run_dir={run_dir}", *extra]
     )
 
 
