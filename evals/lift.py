@@ -5,7 +5,7 @@ a sample), then fits a ridge probe (evals/ridge.py) on the train split for the e
 the LiFT descriptor and their concatenation, and reports val accuracy (LiFT paper, Table 5).
 
 Paper: Bagad & Zisserman, "Chirality in Action: Time-Aware Video Representation Learning by Latent
-Straightening", Sec. 2 and Appendix B. Model (DESIGN.md section 4): frame features x_t [D] -> Linear D->d ->
+Straightening", Sec. 2 and Appendix B. Model: frame features x_t [D] -> Linear D->d ->
 + sinusoidal position of the frame index t -> with two learnable tokens e_s, e_d through a 4-layer, 8-head pre-LN
 transformer -> the two token outputs, each Linear d->d + LayerNorm, are z_s (static) and z_d (dynamic).
 Decoder: z_t = z_s + (t / (T - 1)) z_d for t = 0..T-1, then an MLP d -> 2d -> 2d -> D, each hidden layer

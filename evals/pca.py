@@ -7,7 +7,7 @@ runs the frozen encoder, fits a PCA (top 3 components) over all tokens of the cl
 The PNG has the input frames in the top row (the first frame of each tubelet) and the PCA images below, upsampled
 (nearest) to the frame size, one column per tubelet time step, columns and rows separated by `gap` white pixels.
 
-Source: the V-JEPA 2 latent-space PCA pictures (notes in shared/papers/vjepa2-latent-pca-notes.md: tokens of
+Source: the V-JEPA 2 latent-space PCA pictures (V-JEPA 2 paper, Assran et al. 2025: tokens of
 2-frame tubelets, PCA to 3 components shown as colour); the same recipe as the DINOv2 feature pictures. As
 there, the PCA is fitted over every token of the whole clip, so colours are comparable across time steps.
 Departures: none in the method; the percentile bounds (rather than min/max) are our choice, so a few extreme

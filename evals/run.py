@@ -63,7 +63,7 @@ class EvalSpec:
     wds: tuple[float, ...] = (0.01, 0.1)
     batch_size: int = 32
     embeddings: tuple[str, ...] = ("avg", "time_concat", "lift")  # chiral
-    lift_epochs: int = 100  # chiral (embedding "lift") and lift: LiFT training (DESIGN.md: width 384, 4 layers)
+    lift_epochs: int = 100  # chiral (embedding "lift") and lift: LiFT training (LiFT paper: width 384, 4 layers)
     lift_width: int = 384
     lift_depth: int = 4
 

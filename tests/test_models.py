@@ -111,7 +111,7 @@ def test_flash_refused_without_flash_attn_or_cuda() -> None:
 
 
 def sincos_loop(grid: tuple[int, int, int], dim: int, uniform_power: bool) -> torch.Tensor:
-    """DESIGN.md formula, one value at a time: per axis [sin(p w_i)..., cos(p w_i)...], w_i = 10000^(-2i/d)."""
+    """The sin-cos formula, one value at a time: per axis [sin(p w_i)..., cos(p w_i)...], w_i = 10000^(-2i/d)."""
     dims = [2 * math.ceil(dim / 6)] * 3 if uniform_power else [dim // 2, dim // 4, dim // 4]
     rows = []
     for t in range(grid[0]):

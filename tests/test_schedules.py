@@ -1,4 +1,4 @@
-"""Schedules against hand-computed values (paper Appendix C; DESIGN.md Optimisation)."""
+"""Schedules against hand-computed values (paper Appendix C; docs/recipes.md)."""
 
 import math
 

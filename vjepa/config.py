@@ -102,7 +102,7 @@ class SourceSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """Where clips come from and how they are cut and augmented (DESIGN.md, Data; vjepa/data/loader.py)."""
+    """Where clips come from and how they are cut and augmented (vjepa/data/loader.py)."""
 
     source: str = "csv"  # csv (the lists in csv_paths, concatenated) | synthetic; ignored when sources is set
     csv_paths: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""Process groups and parallelism applied from outside the model (DESIGN.md Sec. 3).
+"""Process groups and parallelism applied from outside the model.
 
 One code path for every world size: a single process still initialises a (gloo or NCCL) process group and
 wraps the models with FSDP2 `fully_shard`, per transformer block and on the root. The encoder and the target

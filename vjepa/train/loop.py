@@ -1,4 +1,4 @@
-"""`train(cfg)`: V-JEPA pretraining from top to bottom (paper Sec. 3; DESIGN.md Sec. 2-3).
+"""`train(cfg)`: V-JEPA pretraining from top to bottom (paper Sec. 3).
 
 setup (process group; rank 0 locks the run folder, applies `train.existing_run` and picks the checkpoint to
 start from, vjepa/train/rundir.py) -> build (encoder, predictor, EMA target encoder, FSDP2, AdamW) -> resume

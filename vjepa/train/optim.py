@@ -1,4 +1,4 @@
-"""AdamW with the V-JEPA parameter groups (DESIGN.md, Optimisation).
+"""AdamW with the V-JEPA parameter groups (paper Appendix C; docs/recipes.md).
 
 Weight decay applies to weight matrices only: biases, norm parameters (every 1-D tensor), position tables and
 mask tokens are excluded. The official code decays mask tokens; we do not (a learned query should not shrink

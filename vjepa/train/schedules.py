@@ -1,6 +1,6 @@
 """Learning rate, weight decay and EMA momentum as pure functions of the global step.
 
-Two recipes (DESIGN.md, Optimisation):
+Two recipes (docs/recipes.md):
 - `cosine` (V-JEPA 1, paper Appendix C): linear warmup start_lr -> lr over warmup_steps, then cosine to
   final_lr; weight decay cosine from weight_decay to final_weight_decay; EMA momentum linear from ema_momentum to
   final_ema_momentum. All three span `horizon = total_steps * horizon_scale` (1.25), so training stops at 80% of
