@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from vjepa.config import Config, SourceSpec
 from vjepa.data.shards import expand_shard_pattern, iter_tar_samples, sample_label, sample_media
 from vjepa.data.transforms import Transform
-from vjepa.data.video import BadFileTracker, ClipSampling, ShortVideo, UnusableVideo, decode_clips
+from vjepa.data.video import BadFileTracker, ClipSampling
 from vjepa.masks.collator import MaskGenerator
 from vjepa.seeding import derive_seed, make_generator
 
@@ -201,23 +201,19 @@ class ShardSource:
             gen = make_generator(*key)
             clips_wanted = k if mode == "clips" else 1
             self.tracker.attempt()
-            try:
-                clips, padded = decode_clips(
-                    data,
-                    name=f"x.{ext}",
-                    sampling=self.sampling,
-                    num_clips=clips_wanted,
-                    gen=gen,
-                    backend=self.backend,
-                    short_videos=self.short_videos,
-                )
-            except ShortVideo as err:
-                self.tracker.record_short(where, str(err))
+            clips = self.tracker.decode(
+                data,
+                name=f"x.{ext}",
+                label=where,
+                where="",
+                sampling=self.sampling,
+                num_clips=clips_wanted,
+                gen=gen,
+                backend=self.backend,
+                short_videos=self.short_videos,
+            )
+            if clips is None:
                 continue
-            except UnusableVideo as err:
-                self.tracker.record(where, str(err))
-                continue
-            self.tracker.num_padded += len(clips) if padded else 0
             videos = [self.transform(c, gen) for c in clips]
             return [(v, label) for v in videos] if mode == "clips" else [(videos[0], label)] * k
 

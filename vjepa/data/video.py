@@ -289,6 +289,41 @@ class BadFileTracker:
                 at = f" ({where})" if where else ""
                 warnings.warn(f"skipping short video {name}{at}: {reason} (data.short_videos=skip)", stacklevel=3)
 
+    def decode(
+        self,
+        src: str | bytes,
+        *,
+        name: str,
+        label: str,
+        where: str,
+        sampling: ClipSampling,
+        num_clips: int,
+        gen: torch.Generator,
+        backend: str,
+        short_videos: str,
+    ) -> list[torch.Tensor] | None:
+        """decode_clips with the outcome counted: the clips (padded ones added to num_padded), or None after recording
+        a short video (short_videos="skip") or an unusable one under `label` (the file or shard member)."""
+        try:
+            clips, padded = decode_clips(
+                src,
+                name=name,
+                sampling=sampling,
+                num_clips=num_clips,
+                gen=gen,
+                backend=backend,
+                short_videos=short_videos,
+            )
+        except ShortVideo as err:
+            self.record_short(label, str(err), where)
+            return None
+        except UnusableVideo as err:
+            self.record(label, str(err), where)
+            return None
+        if padded:
+            self.num_padded += len(clips)
+        return clips
+
     def record(self, name: str, reason: str, where: str = "") -> None:
         self.num_bad += 1
         if name not in self.bad_files:
@@ -396,24 +431,19 @@ class VideoDataset:
                 self.tracker.record_short(path, self.tracker.short_files[path], where)
                 continue
             gen = make_generator("sample", self.seed, i, draw)
-            try:
-                clips, padded = decode_clips(
-                    path,
-                    name=path,
-                    sampling=self.sampling,
-                    num_clips=num_clips,
-                    gen=gen,
-                    backend=self.backend,
-                    short_videos=self.short_videos,
-                )
-            except ShortVideo as err:
-                self.tracker.record_short(path, str(err), where)
-                continue
-            except UnusableVideo as err:
-                self.tracker.record(path, str(err), where)
-                continue
-            self.tracker.num_padded += len(clips) if padded else 0
-            return clips, i, gen
+            clips = self.tracker.decode(
+                path,
+                name=path,
+                label=path,
+                where=where,
+                sampling=self.sampling,
+                num_clips=num_clips,
+                gen=gen,
+                backend=self.backend,
+                short_videos=self.short_videos,
+            )
+            if clips is not None:
+                return clips, i, gen
         raise RuntimeError(self.tracker.summary(f"no usable video in the whole dataset (tried from index {index})"))
 
     def finish(self, clip: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
