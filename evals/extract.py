@@ -13,7 +13,7 @@ coincide (a note says so; raise --short-side, e.g. crop * 256 / 224 as in the of
 Videos shorter than one clip's span are not dropped: their clip indices are clamped to the last frame (the
 official eval loader skips them; we keep every row and count them as "short").
 
-Saved with torch.save (format in eval_interfaces.md): {"format": "vjepa.features", "output", "features" [N, V, D]
+Saved with torch.save (format in docs/feature-files.md): {"format": "vjepa.features", "output", "features" [N, V, D]
 | [N, V, T', D] | [N, V, K, D], "labels" int64 [N], "paths", "grid" (T', H', W'), "encoder", "config", "skipped"
 (list of {"path", "line", "reason"})}; `extract_features` returns that dict (plus a summary) on rank 0.
 Unusable videos (missing, empty, undecodable) are skipped, never fatal: their rows are left out and listed with

@@ -1,7 +1,7 @@
 """Inputs and outputs shared by the frozen-feature probes (attentive, linear, k-NN): load and validate feature
 dicts, pool tokens, write checkpoints atomically, write `result.json` and the report.
 
-Feature dicts are those of `vjepa eval extract` (evals/extract.py, format in eval_interfaces.md):
+Feature dicts are those of `vjepa eval extract` (evals/extract.py, format in docs/feature-files.md):
 `{"format": "vjepa.features", "output": "pooled"|"frames"|"tokens", "features": [N, V, ...], "labels": [N], ...}`.
 Probes accept either such a dict or the path of a file holding one. Every check names the source (file path or
 "train"/"val") and the key at fault, and says what a wrong file is when it can tell (a backbone export, a
