@@ -164,13 +164,12 @@ def _records(text: str) -> list[tuple[int | None, str]]:
 def holds_run(run_dir: Path) -> str | None:
     """A short description of the run in `run_dir` ('latest checkpoint step 12'), or None if none is there."""
     done = complete_checkpoints(run_dir)
-    root = Path(run_dir) / "checkpoints"
-    partial = root.is_dir() and any(p.name.startswith("step_") for p in root.iterdir())
-    logged = log_last_step(run_dir)
     if done:
         return f"latest checkpoint step {done[-1][0]}"
-    if partial:
+    root = Path(run_dir) / "checkpoints"
+    if root.is_dir() and any(p.name.startswith("step_") for p in root.iterdir()):
         return "incomplete checkpoints only"
+    logged = log_last_step(run_dir)  # reads the whole log: only when there is no checkpoint to name
     if logged is not None:
         return f"a log up to step {logged}, no checkpoint"
     return None
