@@ -109,7 +109,7 @@ def build_variant(name: str, cfg, info, dtype):
             )
 
         return step, None
-    models, optimizer = loop.build_training(cfg, info, dtype, fsdp=name == "ours")
+    models, optimizer, aux = loop.build_training(cfg, info, dtype, fsdp=name == "ours")
     encoder, predictor, target = models["encoder"], models["predictor"], models["target_encoder"]
     ema_t, ema_s = ema_pairs(encoder, target)
 
@@ -127,6 +127,7 @@ def build_variant(name: str, cfg, info, dtype):
             hp=hp,
             clip_grad=cfg.optim.clip_grad,
             objective=Objective.from_config(cfg.optim),
+            aux=aux,
         )
 
     return step, (encoder, target, predictor, optimizer, ema_t, ema_s)

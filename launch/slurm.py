@@ -17,8 +17,8 @@ A job stopped by preemption (SIGTERM) or by the time limit (USR2, `--signal-dela
 a checkpoint takes longer) writes a checkpoint at its current step and is requeued; it resumes from that
 checkpoint (train.resume is on by default), up to `--max-requeues` times for time limits. A task whose training
 fails raises, so the job ends FAILED. A sweep file holds one `vjepa pretrain` argument list per line (overrides,
-optionally `--config FILE`; `#` starts a comment), appended to the arguments after `--`; every task must name its
-own train.run_dir.
+optionally `--config FILE`, layered over the configs after `--`; `#` starts a comment), appended to the
+arguments after `--`; every task must name its own train.run_dir.
 
 Departs from the official launcher, which maps the SLURM variables itself and fixes the rendezvous port.
 """
@@ -70,10 +70,10 @@ class LaunchError(ValueError):
     """Bad launcher arguments; the message is printed as one line."""
 
 
-def _split(args: list[str], where: str) -> tuple[str | None, list[str]]:
-    """(config file, overrides) of a `vjepa pretrain` argument list."""
+def _split(args: list[str], where: str) -> tuple[list[str] | None, list[str]]:
+    """(config files, overrides) of a `vjepa pretrain` argument list."""
     parser = argparse.ArgumentParser(prog=f"vjepa pretrain ({where})", add_help=False, exit_on_error=False)
-    parser.add_argument("--config", "-c", default=None)
+    parser.add_argument("--config", "-c", action="append", default=None)
     parser.add_argument("--print-config", action="store_true")
     parser.add_argument("overrides", nargs="*")
     try:
@@ -104,15 +104,17 @@ def task_arguments(rest: list[str], array: list[str], sweep: str) -> list[tuple[
                 variants.append((f"{sweep}:{n} (array task {len(variants)})", words))
         if not variants:
             raise LaunchError(f"--sweep {sweep}: no argument lines")
+
+    def flags(paths: list[str] | None) -> list[str]:
+        return [word for path in paths or () for word in ("--config", path)]
+
     if not variants:
-        return [("job", [*(["--config", config] if config else []), *overrides])]
+        return [("job", [*flags(config), *overrides])]
     out = []
     for label, words in variants:
         own_config, own_overrides = _split(words, label)
-        if own_config and config:
-            raise LaunchError(f"{label}: --config is given both here and after --")
-        chosen = own_config or config
-        out.append((label, [*(["--config", chosen] if chosen else []), *overrides, *own_overrides]))
+        # the configs after -- first, the task's own over them (e.g. a base recipe, then an ablation file)
+        out.append((label, [*flags(config), *flags(own_config), *overrides, *own_overrides]))
     return out
 
 

@@ -45,7 +45,7 @@ def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: i
 
     cfg = tiny_cfg(out_dir, f"data.batch_size={global_batch // world}", "optim.clip_grad=1.0", *extra)
     info = init_distributed("cpu")
-    models, optimizer = build_training(cfg, info, torch.float32)
+    models, optimizer, aux = build_training(cfg, info, torch.float32)
     encoder, predictor, target = models["encoder"], models["predictor"], models["target_encoder"]
     ema_t, ema_s = ema_pairs(encoder, target)
     gen = build_mask_generator(cfg)
@@ -68,6 +68,8 @@ def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: i
             hp=hyper(cfg.optim, step),
             clip_grad=1.0,
             objective=Objective.from_config(cfg.optim),
+            aux=aux,
+            step=step,
         )
         loss = out.loss.clone()
         torch.distributed.all_reduce(loss)

@@ -220,8 +220,8 @@ def test_sweep_and_array_give_one_argument_list_per_task(tmp_path):
     ]
     tasks = slurm.task_arguments(["optim.lr=1e-3"], ["x.yaml", "y.yaml"], "")
     assert [t[1] for t in tasks] == [["--config", "x.yaml", "optim.lr=1e-3"], ["--config", "y.yaml", "optim.lr=1e-3"]]
-    with pytest.raises(slurm.LaunchError, match="both here and after"):
-        slurm.task_arguments(["--config", "z.yaml"], ["x.yaml"], "")
+    layered = slurm.task_arguments(["--config", "z.yaml"], ["x.yaml"], "")  # the task's file over the shared one
+    assert [t[1] for t in layered] == [["--config", "z.yaml", "--config", "x.yaml"]]
 
 
 def test_snapshot_copies_the_sources_and_records_the_revision(tmp_path):

@@ -78,7 +78,7 @@ def test_separate_clipping_clips_encoder_and_predictor_each_like_clip_grad_norm_
     grid = grid_of(video, cfg.model.tubelet_size, cfg.model.patch_size)
 
     # Reference by hand: backward, then clip_grad_norm_ on each module alone.
-    loss, _, _ = forward_loss(ref_enc, ref_target, ref_pred, video, masks, grid)
+    loss, _, _, _ = forward_loss(ref_enc, ref_target, ref_pred, video, masks, grid)
     loss.backward()
     pre = [_norm(ref_enc), _norm(ref_pred)]
     clip = 0.5 * float(min(pre))  # below both modules' norms, so both are clipped

@@ -87,7 +87,7 @@ def test_pruning_never_removes_the_new_checkpoint_and_sorts_by_step(tmp_path):
     run = tmp_path / "mixed"
     cfg = tiny_cfg(run)
     info = init_distributed("cpu")
-    models, optimizer = build_training(cfg, info, torch.float32)
+    models, optimizer, _ = build_training(cfg, info, torch.float32)
     later = run / "checkpoints" / "step_00000100"  # a complete checkpoint with a higher step than ours
     later.mkdir(parents=True)
     (later / "meta.json").write_text(json.dumps({"step": 100}))

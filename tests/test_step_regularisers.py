@@ -12,6 +12,8 @@ from test_train import tiny_cfg
 
 from vjepa.data.loader import build_mask_generator
 from vjepa.losses import effective_rank
+from vjepa.objectives.registry import Planned
+from vjepa.objectives.vicreg import VICReg, VICRegOptions
 from vjepa.train.loop import build_models
 from vjepa.train.step import Objective, compute_targets, forward_loss, grid_of
 
@@ -49,17 +51,12 @@ def test_forward_loss_adds_the_encoder_vicreg_terms_per_family():
     video = torch.randn(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
     masks = build_mask_generator(cfg)(0, 4)
     grid = grid_of(video, 2, 16)
-    plain, fam_plain, _ = forward_loss(encoder, target, predictor, video, masks, grid)
-    reg, fam_reg, (_, _, rank) = forward_loss(
-        encoder,
-        target,
-        predictor,
-        video,
-        masks,
-        grid,
-        Objective(enc_var_weight=0.5, enc_cov_weight=0.1),
-        want_rank=True,
+    plain, fam_plain, _, _ = forward_loss(encoder, target, predictor, video, masks, grid)
+    vicreg = [Planned("vicreg", 1.0, 1.0, 1.0, VICReg(VICRegOptions(var=0.5, cov=0.1)))]
+    reg, fam_reg, (_, _, rank), metrics = forward_loss(
+        encoder, target, predictor, video, masks, grid, Objective(), want_rank=True, aux=vicreg
     )
+    assert set(metrics) == {"vicreg", "vicreg.var", "vicreg.cov"}
     assert [f.item() for f in fam_plain] == [f.item() for f in fam_reg]  # the JEPA terms are unchanged
     with torch.no_grad():
         contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])
@@ -91,7 +88,7 @@ def test_padded_rows_of_two_groups_count_nowhere():
         masks = gen.for_rows(step, 2, 6, 8)  # rows 2, 3 of group 0 and rows 0, 1 of group 1
         padded += sum(m.ctx_valid is not None or m.tgt_valid is not None for m in masks)
         halves = [m.rows(2, 4) for m in gen(step, 4, 0)], [m.rows(0, 2) for m in gen(step, 4, 1)]
-        loss, fams, _ = forward_loss(encoder, target, predictor, video, masks, grid, objective)
+        loss, fams, _, _ = forward_loss(encoder, target, predictor, video, masks, grid, objective)
         parts = [
             forward_loss(encoder, target, predictor, v, h, grid, objective) for v, h in zip(video.split(2), halves)
         ]

@@ -97,7 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vjepa", description="V-JEPA video pretraining")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="pretrain an encoder (add key.sub=value overrides after the options)")
-    p.add_argument("--config", "-c", default=None, help="YAML file listing differences from the defaults")
+    p.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        default=None,
+        help="YAML file listing differences from the defaults; repeat to layer files (each over the ones before,"
+        " e.g. --config configs/debug/tiny_cpu.yaml --config configs/ablations/ld.yaml)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, applied last")
     p.set_defaults(func=_pretrain)

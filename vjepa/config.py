@@ -185,6 +185,18 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads per process; 0 = leave as is
     tensorboard: bool = True
     collapse_threshold: float = 0.0  # warn when the target feature spread falls below this (0: off)
+    objective_modules: tuple[str, ...] = ("evals.objectives",)  # modules whose import registers objectives
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveSpec:
+    """One auxiliary objective added to the V-JEPA loss (vjepa/objectives; the list: `vjepa objectives`)."""
+
+    name: str = ""  # catalogue name (train.objective_modules) or an import path package.module:Class
+    weight: float | None = None  # None: the objective's default weight; 0: off (not built)
+    options: dict[str, Any] = field(default_factory=dict)  # the objective's typed options, checked by name
+    lr_scale: float = 1.0  # learning-rate multiplier of the objective's own head (if it has one)
+    wd_scale: float = 1.0  # weight-decay multiplier of that head
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,6 +206,7 @@ class Config:
     mask: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    objectives: tuple[ObjectiveSpec, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -231,6 +244,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
         return _merge(tp(), value, key)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, Sequence) or isinstance(value, str):
@@ -295,7 +312,7 @@ def _set_path(tree: dict[str, Any], cfg: Any, dotted: str, value: Any) -> None:
             valid = sorted(_field_types(type(obj))) if dataclasses.is_dataclass(obj) else []
             raise ConfigError(f"unknown key {'.'.join(walked)!r}; valid keys here: {valid}")
         obj = getattr(obj, part)
-        if isinstance(obj, tuple) and parts[len(walked)].isdigit():
+        if isinstance(obj, (tuple, dict)) and parts[len(walked)].isdigit():
             raise ConfigError(f"{dotted}: indexing into a list is not supported; set the whole list")
         node = node.setdefault(part, {})
     node[parts[-1]] = value
@@ -327,30 +344,38 @@ def _deep_update(dst: dict[str, Any], src: Mapping[str, Any]) -> dict[str, Any]:
     return dst
 
 
-def load_typed(cls: type, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Any:
-    """Defaults of dataclass `cls` <- YAML file <- `a.b=c` overrides, strictly checked (no cross-field checks)."""
-    updates: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if loaded is not None and not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        updates = dict(loaded or {})
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        _merge(cls(), updates)  # report file errors before override errors
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if loaded is not None and not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return dict(loaded or {})
+
+
+def load_typed(cls: type, path: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()) -> Any:
+    """Defaults of dataclass `cls` <- YAML file(s) <- `a.b=c` overrides, strictly checked (no cross-field checks).
+
+    Several files apply in order, each over the ones before (mappings merge key by key; a list, such as
+    `objectives` or `mask.families`, is replaced as a whole)."""
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    updates: dict[str, Any] = {}
+    for p in map(Path, paths):
+        loaded = _read_yaml(p)
+        try:
+            _merge(cls(), loaded)  # report file errors before override errors, naming the file
+        except ConfigError as err:
+            raise ConfigError(f"{p}: {err}") from None
+        _deep_update(updates, loaded)
     _deep_update(updates, parse_overrides(cls(), overrides))
     return _merge(cls(), updates)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults <- YAML file <- `a.b=c` overrides, strictly checked, then validated."""
+def load_config(path: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults <- YAML file(s) <- `a.b=c` overrides, strictly checked, then validated."""
     cfg = load_typed(Config, path, overrides)
     validate(cfg)
     return cfg
@@ -514,10 +539,22 @@ def validate(cfg: Config) -> None:
     _choice("train.existing_run", t.existing_run, ("refuse", "archive"))
     _choice("data.short_videos", d.short_videos, ("pad", "skip"))
     _choice("optim.clip_grad_mode", o.clip_grad_mode, ("global", "separate"))
+    _check_objectives(cfg)
     if not o.cooldown_horizon_scale >= 1.0:
         raise ConfigError(
             f"optim.cooldown_horizon_scale must be >= 1 (1: end at final_lr), got {o.cooldown_horizon_scale}"
         )
+
+
+def _check_objectives(cfg: Config) -> None:
+    if not cfg.objectives and cfg.optim.enc_var_weight == 0 and cfg.optim.enc_cov_weight == 0:
+        return  # nothing to import
+    from vjepa.objectives.registry import ObjectiveLookupError, check_objectives
+
+    try:
+        check_objectives(cfg)
+    except ObjectiveLookupError as err:
+        raise ConfigError(str(err)) from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

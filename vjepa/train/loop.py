@@ -14,8 +14,6 @@ that step and exit code 75, and `train.checkpoint_every_minutes` adds wall-clock
 Host syncs happen on log and checkpoint steps only, plus, with several processes, the per-step agreement of all
 ranks on those two decisions (two flags in one all_reduce).
 
-intact. Host syncs happen on log and checkpoint steps only.
-
 Data counts (vjepa/train/counters.py): clips padded from short videos, short and unreadable videos skipped, summed
 over ranks as running totals into every log.jsonl record and each checkpoint; the run ends with a one-line summary.
 """
@@ -44,6 +42,7 @@ from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
 from vjepa.models.predictor import Predictor
+from vjepa.objectives import Dims, Planned, plan_objectives
 from vjepa.train.checkpoint import (
     CheckpointStateError,
     CheckpointWriteError,
@@ -101,24 +100,52 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
     return MultiMaskEncoder(encoder), predictor
 
 
+def objective_dims(cfg: Config) -> Dims:
+    """What the auxiliary objectives of a run may size their heads by."""
+    m, d = cfg.model, cfg.data
+    grid = (d.frames_per_clip // m.tubelet_size, d.crop_size // m.patch_size, d.crop_size // m.patch_size)
+    return Dims(
+        dim=m.resolved()["embed_dim"],
+        grid=grid,
+        tubelet=m.tubelet_size,
+        patch=m.patch_size,
+        num_families=len(cfg.mask.families),
+        total_steps=cfg.optim.total_steps,
+    )
+
+
 def build_training(
     cfg: Config, info: DistInfo, dtype: torch.dtype, fsdp: bool = True
-) -> tuple[nn.ModuleDict, torch.optim.Optimizer]:
+) -> tuple[nn.ModuleDict, torch.optim.Optimizer, list[Planned]]:
     """Encoder, predictor and target encoder (an EMA copy of the encoder, no grad, eval mode) on the device,
-    wrapped with FSDP2 per block and root, plus AdamW over encoder and predictor. `fsdp=False` leaves the modules
-    plain (benchmarks only: training always shards)."""
+    wrapped with FSDP2 per block and root, the auxiliary objectives with a weight above 0 (`models["objectives"]`,
+    present only when there are some; heads sharded as roots of their own, in fp32), plus AdamW over encoder,
+    predictor and heads. `fsdp=False` leaves the modules plain (benchmarks only: training always shards)."""
     torch.manual_seed(cfg.train.seed)
     encoder, predictor = build_models(cfg)
     target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+    aux = plan_objectives(cfg, objective_dims(cfg))  # built after the models: their init draws stay the same
     encoder, predictor, target_encoder = (x.to(info.device) for x in (encoder, predictor, target_encoder))
+    for planned in aux:
+        planned.module.to(info.device)
     if fsdp:
         ac, comp = cfg.model.activation_checkpointing, cfg.model.compile
         for module in (encoder, predictor):
             apply_fsdp(module, module.blocks, info.mesh, dtype, activation_checkpointing=ac, compile_blocks=comp)
         apply_fsdp(target_encoder, target_encoder.blocks, info.mesh, dtype, compile_blocks=comp, no_backward=True)
+        for planned in aux:
+            if any(True for _ in planned.module.parameters()):
+                apply_fsdp(planned.module, nn.ModuleList(), info.mesh, torch.float32)
     target_encoder.eval()
     models = nn.ModuleDict({"encoder": encoder, "predictor": predictor, "target_encoder": target_encoder})
-    return models, build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, info.device)
+    trained: dict[str, nn.Module] = {"encoder": encoder, "predictor": predictor}
+    scales = {}
+    if aux:
+        models["objectives"] = nn.ModuleDict({p.key: p.module for p in aux})
+        for p in aux:
+            trained[f"objectives.{p.key}"] = p.module
+            scales[f"objectives.{p.key}"] = (p.lr_scale, p.wd_scale)
+    return models, build_optimizer(cfg.optim, trained, info.device, scales), aux
 
 
 def params_finite(module: nn.Module) -> torch.Tensor:
@@ -283,7 +310,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
         print(note, flush=True)
 
     # ---- build
-    models, optimizer = build_training(cfg, info, dtype)
+    models, optimizer, aux = build_training(cfg, info, dtype)
     encoder, predictor, target_encoder = models["encoder"], models["predictor"], models["target_encoder"]
 
     # ---- resume
@@ -355,6 +382,10 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
             objective=objective,
             want_grad_norm=is_log,
             want_rank=is_log,
+            aux=aux,
+            heads=models["objectives"] if aux else None,
+            step=step,
+            total_steps=o.total_steps,
         )
         bad |= ~torch.isfinite(out.loss)
         if device.type == "cuda":
@@ -402,10 +433,13 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 **totals,
             }
             record["jepa_loss"] = statistics.fmean(record[f"loss_{i}"] for i in range(len(out.family_losses)))
+            aux_values = {f"aux.{k}": all_reduce_mean(v).item() for k, v in (out.aux or {}).items()}
+            record.update(aux_values)
             history.append(record)
             logger.log(record)
             collapse = t.collapse_threshold > 0 and record["target_spread"] < t.collapse_threshold
-            jepa = f" (jepa {record['jepa_loss']:.4f})" if objective.regularised else ""
+            jepa = f" (jepa {record['jepa_loss']:.4f})" if objective.regularised or aux else ""
+            jepa += "".join(f" {k.removeprefix('aux.')} {v:.4g}" for k, v in aux_values.items() if k.count(".") == 1)
             logger.print(
                 f"step {step + 1}/{end_step} loss {loss:.4f}{jepa} lr {hp.lr:.2e} wd {hp.weight_decay:.3f} "
                 f"m {hp.momentum:.5f} ctx/tgt {record['ctx_tokens']}/{record['tgt_tokens']} "

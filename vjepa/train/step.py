@@ -5,25 +5,30 @@
         z_f = encoder(clip, ctx_idx_f)              context tokens only
         p_f = predictor(z_f, ctx_idx_f, tgt_idx_f)  predictions at the target positions
         loss_f = mean |p_f - h[tgt_idx_f]|^p / p
-    loss = mean_f loss_f  (+ optional variance hinge on p_f, VICReg terms on z_f)
+    loss = mean_f loss_f  (+ optional variance hinge on p_f)
+    loss = jepa_scale * loss + sum_i w_i aux_i(state)   auxiliary objectives (vjepa/objectives), when configured
     AdamW step (clip after warmup: one global norm, or encoder and predictor each as V-JEPA 1), then EMA:
     target <- m target + (1 - m) encoder
 
-No host synchronisation here: metrics are returned as tensors and read on log steps only.
+No host synchronisation here: metrics are returned as tensors and read on log steps only. With no auxiliary
+objective no step state is built: the step is the plain one, operation for operation.
 
 Shapes: B batch, N tokens, Kc context tokens, Kt target tokens, D encoder width.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vjepa.losses import effective_rank, jepa_loss, prediction_std, token_vicreg, variance_hinge
+from vjepa.losses import effective_rank, jepa_loss, prediction_std, variance_hinge
 from vjepa.masks.ops import gather_tokens
+from vjepa.objectives.base import FamilyState, StepState
+from vjepa.objectives.registry import Planned
 from vjepa.train.ema import ema_update
 from vjepa.train.optim import set_hyper
 from vjepa.train.schedules import Hyper
@@ -31,21 +36,20 @@ from vjepa.train.schedules import Hyper
 
 @dataclass(frozen=True)
 class Objective:
-    """What the loss adds up: the L1 (p = loss_exp) feature loss plus the optional regulariser weights."""
+    """The plain loss: the L1 (p = loss_exp) feature loss plus the optional V-JEPA 1 variance hinge. Everything
+    else (VICReg, the catalogue) is an auxiliary objective (vjepa/objectives), passed to the step as `aux`."""
 
     loss_exp: float = 1.0
     var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on the predictions
-    enc_var_weight: float = 0.0  # VICReg variance term on the context tokens
-    enc_cov_weight: float = 0.0  # VICReg covariance term on the context tokens
 
     @classmethod
     def from_config(cls, o) -> Objective:
         """From an OptimConfig."""
-        return cls(o.loss_exp, o.var_reg_weight, o.enc_var_weight, o.enc_cov_weight)
+        return cls(o.loss_exp, o.var_reg_weight)
 
     @property
     def regularised(self) -> bool:
-        return self.var_reg_weight > 0 or self.enc_var_weight > 0 or self.enc_cov_weight > 0
+        return self.var_reg_weight > 0
 
 
 @dataclass
@@ -56,6 +60,7 @@ class StepOutput:
     grad_norm: torch.Tensor | None
     token_spread: torch.Tensor | None = None  # std over the tokens of each clip of the targets, averaged
     target_rank: torch.Tensor | None = None  # effective rank of the target tokens of the batch (when asked for)
+    aux: dict[str, torch.Tensor] | None = None  # auxiliary objectives: unweighted losses and metrics (detached)
 
 
 @torch.no_grad()
@@ -78,13 +83,19 @@ def forward_loss(
     grid: tuple[int, int, int],
     objective: Objective = Objective(),
     want_rank: bool = False,
-) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    aux: Sequence[Planned] = (),
+    step: int = 0,
+    total_steps: int = 1,
+) -> tuple[
+    torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]
+]:
+    """(loss, per-family JEPA losses, (target spread, token spread, rank), auxiliary losses and metrics)."""
     h = compute_targets(target_encoder, video)  # [B, N, D]
     spread = h.mean(dim=1).std(dim=0).mean()
     token_spread = h.std(dim=1).mean()  # near 0 when all tokens of a clip carry the same feature
     rank = effective_rank(h.reshape(-1, h.shape[-1])) if want_rank else None
     contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])  # list of [B, Kc, D]
-    family_losses, total, stds = [], 0.0, []
+    family_losses, total, stds, states = [], 0.0, [], []
     for f, (m, z) in enumerate(zip(masks, contexts)):
         pred = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
         target = gather_tokens(h, m.tgt_idx)  # [B, Kt, D]
@@ -93,13 +104,41 @@ def forward_loss(
             stds.append(prediction_std(pred, m.tgt_valid))  # [B, D]
         family_losses.append(loss_f.detach())
         total = total + loss_f
-        if objective.enc_var_weight > 0 or objective.enc_cov_weight > 0:
-            var_term, cov_term = token_vicreg(z, m.ctx_valid)
-            total = total + objective.enc_var_weight * var_term + objective.enc_cov_weight * cov_term
+        if aux:
+            states.append(FamilyState(m.ctx_idx, m.tgt_idx, m.ctx_valid, m.tgt_valid, z, pred, target))
     loss = total / len(masks)
     if stds:
         loss = loss + objective.var_reg_weight * variance_hinge(stds)
-    return loss, family_losses, (spread, token_spread, rank)
+    metrics: dict[str, torch.Tensor] = {}
+    if aux:
+        state = StepState(
+            video=video,
+            grid=grid,
+            h=h,
+            families=states,
+            step=step,
+            total_steps=total_steps,
+            tubelet=video.shape[2] // grid[0],
+            patch=video.shape[3] // grid[1],
+            online_full=lambda: encoder(video),
+        )
+        loss, metrics = add_objectives(loss, aux, state)
+    return loss, family_losses, (spread, token_spread, rank), metrics
+
+
+def add_objectives(
+    loss: torch.Tensor, aux: Sequence[Planned], state: StepState
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """jepa_scale * loss + sum_i weight_i * objective_i(state); metrics: each objective's unweighted loss under its
+    key and its named metrics as `key.metric` (detached)."""
+    scale, extra, metrics = 1.0, 0.0, {}
+    for planned in aux:
+        out = planned.module(state)
+        scale *= planned.module.jepa_scale(planned.weight)
+        extra = extra + planned.weight * out.loss.float()
+        metrics[planned.key] = out.loss.detach()
+        metrics.update({f"{planned.key}.{k}": v.detach() for k, v in out.metrics.items()})
+    return (loss if scale == 1.0 else loss * scale) + extra, metrics
 
 
 def _plain(norm: torch.Tensor) -> torch.Tensor:
@@ -114,13 +153,15 @@ def clip_gradients(
     clip_grad: float,
     mode: str,
     want_norm: bool,
+    heads: nn.Module | None = None,
 ) -> torch.Tensor | None:
-    """Clip in place; returns the total gradient norm over encoder and predictor before clipping (None when neither
+    """Clip in place; returns the total gradient norm over everything trained before clipping (None when neither
     clipping nor want_norm). mode "global": one norm over all parameters, clipped to clip_grad. mode "separate"
-    (official V-JEPA 1): the encoder and the predictor are each clipped to clip_grad on their own norm; the total
-    returned is sqrt(encoder norm^2 + predictor norm^2)."""
+    (official V-JEPA 1): the encoder, the predictor and the objectives' heads (if any) are each clipped to clip_grad
+    on their own norm; the total returned is the root of the sum of their squares."""
     if clip_grad > 0 and mode == "separate":
-        norms = [_plain(torch.nn.utils.clip_grad_norm_(list(m.parameters()), clip_grad)) for m in (encoder, predictor)]
+        parts = [encoder, predictor] + ([heads] if heads is not None and any(True for _ in heads.parameters()) else [])
+        norms = [_plain(torch.nn.utils.clip_grad_norm_(list(m.parameters()), clip_grad)) for m in parts]
         return torch.linalg.vector_norm(torch.stack(norms))
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if clip_grad > 0:
@@ -147,14 +188,20 @@ def train_step(
     objective: Objective = Objective(),
     want_grad_norm: bool = False,
     want_rank: bool = False,
+    aux: Sequence[Planned] = (),
+    heads: nn.Module | None = None,
+    step: int = 0,
+    total_steps: int = 1,
 ) -> StepOutput:
+    """One update. `aux`: the run's auxiliary objectives (vjepa.objectives.plan_objectives), `heads` the module
+    holding their parameters (models["objectives"]), `step` / `total_steps` what schedules inside them read."""
     set_hyper(optimizer, hp.lr, hp.weight_decay)
     optimizer.zero_grad(set_to_none=True)
-    loss, family_losses, (spread, token_spread, rank) = forward_loss(
-        encoder, target_encoder, predictor, video, masks, grid, objective, want_rank
+    loss, family_losses, (spread, token_spread, rank), metrics = forward_loss(
+        encoder, target_encoder, predictor, video, masks, grid, objective, want_rank, aux, step, total_steps
     )
     loss.backward()
-    grad_norm = clip_gradients(encoder, predictor, optimizer, clip_grad, clip_grad_mode, want_grad_norm)
+    grad_norm = clip_gradients(encoder, predictor, optimizer, clip_grad, clip_grad_mode, want_grad_norm, heads)
     optimizer.step()
     ema_update(ema_targets, ema_sources, hp.momentum)
-    return StepOutput(loss.detach(), family_losses, spread, grad_norm, token_spread, rank)
+    return StepOutput(loss.detach(), family_losses, spread, grad_norm, token_spread, rank, metrics or None)

@@ -1,0 +1,15 @@
+"""The catalogue of auxiliary objectives for V-JEPA pretraining (the protocol: vjepa/objectives/base.py).
+
+Importing this package registers every objective below by name; `vjepa objectives` lists them with their options,
+default weights and sources. A config turns one on with `objectives: [{name: ..., weight: ..., options: {...}}]`.
+"""
+
+import importlib
+
+# One module per group of objectives; each registers its classes with vjepa.objectives.register on import.
+MODULES = (
+    "vjepa.objectives.vicreg",
+)
+
+for _name in MODULES:
+    importlib.import_module(_name)
