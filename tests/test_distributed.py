@@ -4,6 +4,7 @@
   updated weights as 1 process with the whole batch, and the EMA target weights are identical on every rank;
   also with the VICReg terms on (statistics gathered over processes) and with mask groups that straddle the
   processes (padded rows of groups with different kept counts).
+- The same with an auxiliary objective that owns a head (sharded like the predictor, its own lr multiplier).
 - A run on 2 processes, stopped and resumed on 1 process with the same global batch, continues with the losses
   of an uninterrupted run.
 """
@@ -76,6 +77,9 @@ def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: i
         result["loss"].append(float(loss) / world)
     result["grads"] = {n: p.grad.full_tensor() for n, p in encoder.named_parameters()}
     result["grads"].update({"pred." + n: p.grad.full_tensor() for n, p in predictor.named_parameters()})
+    if aux:  # auxiliary objectives' heads: gradients (before the step's update) and the updated weights
+        result["grads"].update({"aux." + n: p.grad.full_tensor() for n, p in models["objectives"].named_parameters()})
+        result["heads"] = {n: p.full_tensor() for n, p in models["objectives"].named_parameters()}
     result["target"] = {n: p.full_tensor() for n, p in target.named_parameters()}
     torch.save(result, os.path.join(out_dir, f"step_w{world}_r{rank}.pt"))
     shutdown()
@@ -105,6 +109,16 @@ def test_two_processes_match_one_process_with_vicreg_and_straddling_groups(tmp_p
     vicreg = ["optim.enc_var_weight=1.0", "optim.enc_cov_weight=0.5", "optim.var_reg_weight=0.5"]
     one, r0, r1 = _two_against_one(tmp_path, 6, [*vicreg, "mask.group_size=4", "train.seed=1"])
     assert any(r1["valid"]) and any(one["valid"])  # the padded path was exercised
+
+
+def test_two_processes_match_one_process_with_an_objective_head(tmp_path):
+    # an auxiliary objective with a trainable head (FSDP2-sharded, own lr multiplier) plus VICReg on top
+    head = "objectives=[{name: 'objective_fixtures:ContextProbe', weight: 1.0, lr_scale: 3.0}]"
+    one, r0, r1 = _two_against_one(tmp_path, 4, [head, "optim.enc_var_weight=1.0"])
+    assert any(name.startswith("aux.") for name in one["grads"])
+    for name, w in r0["heads"].items():
+        assert torch.equal(w, r1["heads"][name]), name
+        torch.testing.assert_close(w, one["heads"][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def _train_worker(rank: int, world: int, port: int, run_dir: str, overrides: list) -> None:

@@ -7,6 +7,9 @@ with the model config, as one file:
                   (frames_per_clip, crop_size), "step", "source", "encoder" (state dict), optional "predictor" and
                   "num_mask_tokens"}
     .safetensors  tensors "encoder.<name>" / "predictor.<name>"; the same information as JSON metadata strings
+With the predictor come the auxiliary objectives' heads of the run, if it had any (.pt: "heads" {key: state dict}
+and "objectives" (the config's entries); .safetensors: tensors "heads.<key>.<name>"), so an online probe or a
+latent-dynamics head travels with its predictor.
 and, with `--hf DIR`, a Hugging Face folder (config.json + model.safetensors) that `transformers.VJEPA2Model
 .from_pretrained(DIR)` loads. That layout only exists for V-JEPA 2-style models (3D RoPE); a sin-cos model is
 refused with the reason.
@@ -58,6 +61,7 @@ FORMAT = "vjepa.encoder"
 VERSION = 1
 TARGET_PREFIX = "models.target_encoder.backbone."  # DCP names of the target encoder (vjepa/train/loop.py)
 PREDICTOR_PREFIX = "models.predictor."
+HEADS_PREFIX = "models.objectives."  # auxiliary objectives' heads, "models.objectives.<key>.<name>"
 HF_SINCOS_REFUSAL = (
     "cannot export to the Hugging Face layout: this model uses the fixed 3D sin-cos position table of V-JEPA 1 "
     "(model.pos_embed=sincos), and transformers' VJEPA2Model only implements the 3D rotary positions of V-JEPA 2 "
@@ -87,6 +91,8 @@ class Exported:
     encoder: dict[str, torch.Tensor]
     predictor: dict[str, torch.Tensor] | None = None
     num_mask_tokens: int = 2
+    heads: dict[str, dict[str, torch.Tensor]] | None = None  # auxiliary objectives' parameters, by objective key
+    objectives: list[dict[str, Any]] | None = None  # the run's `objectives` config entries
 
 
 # --------------------------------------------------------------------------------------------- building models
@@ -174,6 +180,7 @@ def read_checkpoint(path: str | os.PathLike, with_predictor: bool = False) -> Ex
         cfg.model, frames_per_clip=cfg.data.frames_per_clip, crop_size=cfg.data.crop_size, num_mask_tokens=k
     )
     parts = [("target_encoder.backbone.", encoder)] + ([("predictor.", predictor)] if with_predictor else [])
+    prefixes = [p for p, _ in parts] + (["objectives."] if with_predictor else [])
     saved = meta["shapes"]  # names as in the training ModuleDict, without the "models." of DCP
     for prefix, module in parts:
         given = {n.removeprefix(prefix): s for n, s in saved.items() if n.startswith(prefix)}
@@ -181,15 +188,20 @@ def read_checkpoint(path: str | os.PathLike, with_predictor: bool = False) -> Ex
         check_tensor_shapes(expected, given, f"checkpoint {ckpt} ({prefix}*) vs {config_file}")
     listing = FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
     wanted = {}
-    for prefix, _ in parts:
+    for prefix in prefixes:
         for name, item in listing.items():
-            if name.startswith("models." + prefix):
+            if name.startswith("models." + prefix) and hasattr(item, "size"):
                 wanted[name] = torch.empty(item.size, dtype=item.properties.dtype)
     with warnings.catch_warnings():  # DCP warns that it loads in one process: that is the intent
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process.*")
         dcp.load(wanted, checkpoint_id=str(ckpt), no_dist=True)
     enc_sd = {n.removeprefix(TARGET_PREFIX): t for n, t in wanted.items() if n.startswith(TARGET_PREFIX)}
     pred_sd = {n.removeprefix(PREDICTOR_PREFIX): t for n, t in wanted.items() if n.startswith(PREDICTOR_PREFIX)}
+    heads: dict[str, dict[str, torch.Tensor]] = {}
+    for n, t in wanted.items():
+        if n.startswith(HEADS_PREFIX):
+            key, _, name = n.removeprefix(HEADS_PREFIX).partition(".")
+            heads.setdefault(key, {})[name] = t
     return Exported(
         model=cfg.model,
         frames_per_clip=cfg.data.frames_per_clip,
@@ -199,6 +211,8 @@ def read_checkpoint(path: str | os.PathLike, with_predictor: bool = False) -> Ex
         encoder=enc_sd,
         predictor=pred_sd if with_predictor else None,
         num_mask_tokens=k,
+        heads=heads if with_predictor and heads else None,
+        objectives=[to_dict(spec) for spec in cfg.objectives] if with_predictor and heads else None,
     )
 
 
@@ -234,6 +248,8 @@ def _from_pt_dict(d: Mapping, source: str) -> Exported:
         encoder=dict(d["encoder"]),
         predictor=dict(d["predictor"]) if d.get("predictor") is not None else None,
         num_mask_tokens=int(d.get("num_mask_tokens", 2)),
+        heads={k: dict(v) for k, v in d["heads"].items()} if d.get("heads") else None,
+        objectives=list(d["objectives"]) if d.get("objectives") else None,
     )
 
 
@@ -257,6 +273,12 @@ def read_export(path: str | os.PathLike) -> Exported:
         d["encoder"] = {k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")}
         pred = {k.removeprefix("predictor."): v for k, v in tensors.items() if k.startswith("predictor.")}
         d["predictor"] = pred or None
+        heads: dict[str, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("heads."):
+                key, _, name = k.removeprefix("heads.").partition(".")
+                heads.setdefault(key, {})[name] = v
+        d["heads"] = heads or None
         return _from_pt_dict(d, str(path))
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
@@ -415,6 +437,8 @@ def _write_pt(ex: Exported, out: Path) -> None:
     }
     if ex.predictor is not None:
         d.update(predictor=ex.predictor, num_mask_tokens=ex.num_mask_tokens)
+    if ex.heads:
+        d.update(heads=ex.heads, objectives=ex.objectives)
     tmp = _atomic_path(out)
     torch.save(d, tmp)
     tmp.replace(out)
@@ -426,6 +450,8 @@ def _write_safetensors(ex: Exported, out: Path) -> None:
     tensors = {f"encoder.{k}": v.contiguous() for k, v in ex.encoder.items()}
     if ex.predictor is not None:
         tensors.update({f"predictor.{k}": v.contiguous() for k, v in ex.predictor.items()})
+    for key, sd in (ex.heads or {}).items():
+        tensors.update({f"heads.{key}.{k}": v.contiguous() for k, v in sd.items()})
     meta = {
         "format": FORMAT,
         "version": json.dumps(VERSION),
@@ -436,6 +462,8 @@ def _write_safetensors(ex: Exported, out: Path) -> None:
     }
     if ex.predictor is not None:
         meta["num_mask_tokens"] = json.dumps(ex.num_mask_tokens)
+    if ex.heads:
+        meta["objectives"] = json.dumps(ex.objectives)
     tmp = _atomic_path(out)
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(out)
@@ -499,7 +527,9 @@ def export(
     result = {"source": ex.source, "step": ex.step, "out": None, "hf_dir": None, "with_predictor": with_predictor}
     result["encoder_params"] = sum(v.numel() for v in ex.encoder.values())
     if out is not None:
-        write_export(ex if with_predictor else dataclasses.replace(ex, predictor=None), out)
+        write_export(
+            ex if with_predictor else dataclasses.replace(ex, predictor=None, heads=None, objectives=None), out
+        )
         result["out"] = str(out)
     if hf is not None:
         from safetensors.torch import save_file
@@ -522,7 +552,11 @@ def export(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="RUN_DIR", help="pretraining run folder, checkpoint folder or export file")
     parser.add_argument("--out", default=None, help="output file, .pt or .safetensors (default RUN_DIR/encoder.pt)")
-    parser.add_argument("--with-predictor", action="store_true", help="also write the predictor")
+    parser.add_argument(
+        "--with-predictor",
+        action="store_true",
+        help="also write the predictor (and the auxiliary objectives' heads, if any)",
+    )
     parser.add_argument("--hf", default=None, metavar="DIR", help="also write a Hugging Face VJEPA2 folder (RoPE only)")
 
 
