@@ -2,6 +2,7 @@
 optimiser, checkpoints, resume and export, layered config files, and no cost without objectives."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,20 @@ def test_objectives_command_lists_options(capsys):
     vicreg = next(r for r in records if r["name"] == "vicreg")
     assert vicreg["options"]["var"]["default"] == 25.0 and vicreg["default_weight"] == 1.0
     assert main(["objectives", "--modules", "no.such.module"]) == 2
+
+
+def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
+    import re
+    import sys
+    import types
+
+    text = (Path(__file__).parents[1] / "docs" / "objectives.md").read_text()
+    code = re.search(r"```python\n(# mylab/objectives.py\n.*?)```", text, re.S).group(1)
+    module = types.ModuleType("doc_example")
+    exec(compile(code, "docs/objectives.md", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, "doc_example", module)
+    result = train(tiny_cfg(tmp_path / "doc", "optim.total_steps=2", "objectives=[{name: 'doc_example:Slow'}]"))
+    rec = result["history"][-1]
+    assert rec["aux.slow"] > 0 and "aux.slow.per_family_max" in rec
+    with pytest.raises(ConfigError, match=r"objectives\.0\.options: power=-1\.0 must be > 0"):
+        load_config(None, ["data.source=synthetic", "objectives=[{name: 'doc_example:Slow', options: {power: -1}}]"])
