@@ -39,7 +39,10 @@ import torch.nn.functional as F
 from vjepa.objectives.base import AuxObjective, Dims, ObjectiveOutput, StepState, masked_mean
 from vjepa.objectives.registry import register
 
-FLD = "FLD (arXiv 2605.17165), code santoshpremi/Factorized-Latent-Dynamics-for-Video-JEPA-..., app/vjepa_2_1/train.py"
+FLD = (
+    "FLD (arXiv 2605.17165), github.com/santoshpremi/Factorized-Latent-Dynamics-for-Video-JEPA-An-Empirical-Study-of-"
+    "Auxiliary-Objectives, vjepa2/app/vjepa_2_1/train.py"
+)
 EPS = 1e-8  # floor on vector norms in the cosines
 
 
