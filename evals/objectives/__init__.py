@@ -9,6 +9,8 @@ import importlib
 # One module per group of objectives; each registers its classes with vjepa.objectives.register on import.
 MODULES = (
     "vjepa.objectives.vicreg",
+    "evals.objectives.hard_regions",
+    "evals.objectives.dynamics",
 )
 
 for _name in MODULES:
