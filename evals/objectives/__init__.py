@@ -9,8 +9,12 @@ import importlib
 # One module per group of objectives; each registers its classes with vjepa.objectives.register on import.
 MODULES = (
     "vjepa.objectives.vicreg",
+    "evals.objectives.hard_regions",
+    "evals.objectives.dynamics",
     "evals.objectives.temporal",
     "evals.objectives.straighten",
+    "evals.objectives.lift_aux",
+    "evals.objectives.sigreg",
 )
 
 for _name in MODULES:
