@@ -9,6 +9,7 @@ import importlib
 # One module per group of objectives; each registers its classes with vjepa.objectives.register on import.
 MODULES = (
     "vjepa.objectives.vicreg",
+    "evals.objectives.lift_aux",
 )
 
 for _name in MODULES:
