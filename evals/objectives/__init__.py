@@ -10,6 +10,7 @@ import importlib
 MODULES = (
     "vjepa.objectives.vicreg",
     "evals.objectives.lift_aux",
+    "evals.objectives.sigreg",
 )
 
 for _name in MODULES:
