@@ -40,6 +40,11 @@ class MaskSpec:
     max_temporal_keep: float = 1.0
     tube_ratio: float = 0.9  # kind "tube": fraction of spatial positions masked, repeated over time
     causal_frames: int = 0  # kind "causal": context restricted to the first p token time steps
+    # block corners: uniform | motion (FLD motion-guided masking, vjepa/masks/motion.py; multiblock and causal):
+    # p(corner) = (1 - motion_mix) * (mean motion in the block)^motion_power / sum + motion_mix / #corners
+    placement: str = "uniform"
+    motion_power: float = 2.0
+    motion_mix: float = 0.1
 
 
 SHORT_RANGE = MaskSpec(num_blocks=8, spatial_scale=(0.15, 0.15))
@@ -501,6 +506,7 @@ def validate(cfg: Config) -> None:
     _choice("train.device", t.device, ("auto", "cpu", "cuda"))
     for i, spec in enumerate(cfg.mask.families):
         _choice(f"mask.families.{i}.kind", spec.kind, ("multiblock", "tube", "causal"))
+        _check_placement(f"mask.families.{i}", spec)
     if not cfg.mask.families:
         raise ConfigError("mask.families: at least one mask family is required")
     if d.frames_per_clip % m.tubelet_size:
@@ -544,6 +550,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"optim.cooldown_horizon_scale must be >= 1 (1: end at final_lr), got {o.cooldown_horizon_scale}"
         )
+
+
+def _check_placement(key: str, spec: MaskSpec) -> None:
+    _choice(f"{key}.placement", spec.placement, ("uniform", "motion"))
+    if spec.placement != "motion":
+        return
+    if spec.kind == "tube":
+        raise ConfigError(f"{key}.placement=motion needs kind multiblock or causal (tube masks place no blocks)")
+    _check_bound(f"{key}.motion_power", spec.motion_power, _NON_NEGATIVE)
+    _check_bound(f"{key}.motion_mix", spec.motion_mix, _FRACTION)
 
 
 def _check_objectives(cfg: Config) -> None:
