@@ -171,6 +171,10 @@ class OptimConfig:
     enc_var_weight: float = 0.0  # VICReg variance term on context-encoder tokens (not in the official code)
     enc_cov_weight: float = 0.0  # VICReg covariance term on context-encoder tokens (not in the official code)
     fused: bool = True  # fused AdamW kernel where available
+    # what the predictor predicts: features (the target encoder's, V-JEPA) | pixels (each target tubelet's pixels,
+    # normalised per patch as VideoMAE; no target encoder forward; vjepa/pixels.py)
+    target: str = "features"
+    pixel_loss: str = "l2"  # target pixels: l2 (mean squared error, VideoMAE) | l1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -545,6 +549,7 @@ def validate(cfg: Config) -> None:
     _choice("train.existing_run", t.existing_run, ("refuse", "archive"))
     _choice("data.short_videos", d.short_videos, ("pad", "skip"))
     _choice("optim.clip_grad_mode", o.clip_grad_mode, ("global", "separate"))
+    _check_target(cfg)
     _check_objectives(cfg)
     if not o.cooldown_horizon_scale >= 1.0:
         raise ConfigError(
@@ -560,6 +565,27 @@ def _check_placement(key: str, spec: MaskSpec) -> None:
         raise ConfigError(f"{key}.placement=motion needs kind multiblock or causal (tube masks place no blocks)")
     _check_bound(f"{key}.motion_power", spec.motion_power, _NON_NEGATIVE)
     _check_bound(f"{key}.motion_mix", spec.motion_mix, _FRACTION)
+
+
+# Objectives that read neither the targets nor the predictions (VICReg: the context tokens only), so they work with
+# optim.target=pixels as they do with features.
+PIXEL_TARGET_OBJECTIVES = ("vicreg",)
+
+
+def _check_target(cfg: Config) -> None:
+    o = cfg.optim
+    _choice("optim.target", o.target, ("features", "pixels"))
+    _choice("optim.pixel_loss", o.pixel_loss, ("l2", "l1"))
+    if o.target != "pixels":
+        return
+    for i, spec in enumerate(cfg.objectives):
+        if spec.name not in PIXEL_TARGET_OBJECTIVES and spec.weight != 0:
+            raise ConfigError(
+                f"objectives.{i}.name={spec.name!r} cannot be combined with optim.target=pixels: objectives work on "
+                f"feature targets and predictions (only {list(PIXEL_TARGET_OBJECTIVES)} can)"
+            )
+    if o.loss_exp != 1.0:
+        raise ConfigError("optim.loss_exp applies to feature targets; with optim.target=pixels set optim.pixel_loss")
 
 
 def _check_objectives(cfg: Config) -> None:
