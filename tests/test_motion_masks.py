@@ -68,7 +68,7 @@ def test_token_motion_matches_a_loop_reference():
             for y in range(4 * h, 4 * h + 4):
                 for xx in range(4 * w, 4 * w + 4):
                     values.append(sum(abs(float(x[b, c, cur, y, xx] - x[b, c, prev, y, xx])) for c in range(3)) / 3)
-        assert float(got[b, t, h, w]) == pytest.approx(sum(values) / len(values), rel=1e-12)
+        assert float(got[b, t, h, w]) == pytest.approx(sum(values) / len(values), rel=1e-6)  # float32 sums
     assert token_motion(video[:, :, :1], (1, 2, 2)).abs().sum() == 0  # one frame: no motion
 
 
