@@ -40,6 +40,11 @@ class MaskSpec:
     max_temporal_keep: float = 1.0
     tube_ratio: float = 0.9  # kind "tube": fraction of spatial positions masked, repeated over time
     causal_frames: int = 0  # kind "causal": context restricted to the first p token time steps
+    # block corners: uniform | motion (FLD motion-guided masking, vjepa/masks/motion.py; multiblock and causal):
+    # p(corner) = (1 - motion_mix) * (mean motion in the block)^motion_power / sum + motion_mix / #corners
+    placement: str = "uniform"
+    motion_power: float = 2.0
+    motion_mix: float = 0.1
 
 
 SHORT_RANGE = MaskSpec(num_blocks=8, spatial_scale=(0.15, 0.15))
@@ -166,6 +171,10 @@ class OptimConfig:
     enc_var_weight: float = 0.0  # VICReg variance term on context-encoder tokens (not in the official code)
     enc_cov_weight: float = 0.0  # VICReg covariance term on context-encoder tokens (not in the official code)
     fused: bool = True  # fused AdamW kernel where available
+    # what the predictor predicts: features (the target encoder's, V-JEPA) | pixels (each target tubelet's pixels,
+    # normalised per patch as VideoMAE; no target encoder forward; vjepa/pixels.py)
+    target: str = "features"
+    pixel_loss: str = "l2"  # target pixels: l2 (mean squared error, VideoMAE) | l1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -501,6 +510,7 @@ def validate(cfg: Config) -> None:
     _choice("train.device", t.device, ("auto", "cpu", "cuda"))
     for i, spec in enumerate(cfg.mask.families):
         _choice(f"mask.families.{i}.kind", spec.kind, ("multiblock", "tube", "causal"))
+        _check_placement(f"mask.families.{i}", spec)
     if not cfg.mask.families:
         raise ConfigError("mask.families: at least one mask family is required")
     if d.frames_per_clip % m.tubelet_size:
@@ -539,11 +549,43 @@ def validate(cfg: Config) -> None:
     _choice("train.existing_run", t.existing_run, ("refuse", "archive"))
     _choice("data.short_videos", d.short_videos, ("pad", "skip"))
     _choice("optim.clip_grad_mode", o.clip_grad_mode, ("global", "separate"))
+    _check_target(cfg)
     _check_objectives(cfg)
     if not o.cooldown_horizon_scale >= 1.0:
         raise ConfigError(
             f"optim.cooldown_horizon_scale must be >= 1 (1: end at final_lr), got {o.cooldown_horizon_scale}"
         )
+
+
+def _check_placement(key: str, spec: MaskSpec) -> None:
+    _choice(f"{key}.placement", spec.placement, ("uniform", "motion"))
+    if spec.placement != "motion":
+        return
+    if spec.kind == "tube":
+        raise ConfigError(f"{key}.placement=motion needs kind multiblock or causal (tube masks place no blocks)")
+    _check_bound(f"{key}.motion_power", spec.motion_power, _NON_NEGATIVE)
+    _check_bound(f"{key}.motion_mix", spec.motion_mix, _FRACTION)
+
+
+# Objectives that read neither the targets nor the predictions (VICReg: the context tokens only), so they work with
+# optim.target=pixels as they do with features.
+PIXEL_TARGET_OBJECTIVES = ("vicreg",)
+
+
+def _check_target(cfg: Config) -> None:
+    o = cfg.optim
+    _choice("optim.target", o.target, ("features", "pixels"))
+    _choice("optim.pixel_loss", o.pixel_loss, ("l2", "l1"))
+    if o.target != "pixels":
+        return
+    for i, spec in enumerate(cfg.objectives):
+        if spec.name not in PIXEL_TARGET_OBJECTIVES and spec.weight != 0:
+            raise ConfigError(
+                f"objectives.{i}.name={spec.name!r} cannot be combined with optim.target=pixels: objectives work on "
+                f"feature targets and predictions (only {list(PIXEL_TARGET_OBJECTIVES)} can)"
+            )
+    if o.loss_exp != 1.0:
+        raise ConfigError("optim.loss_exp applies to feature targets; with optim.target=pixels set optim.pixel_loss")
 
 
 def _check_objectives(cfg: Config) -> None:

@@ -163,7 +163,8 @@ def read_checkpoint(path: str | os.PathLike, with_predictor: bool = False) -> Ex
     """The target encoder (and predictor) of a DCP checkpoint, read in this process without a process group.
 
     path: a run folder (its latest checkpoint) or a checkpoint folder `run/checkpoints/step_XXXXXXXX`; the
-    architecture comes from the run's config.yaml and is checked against the checkpoint's tensor shapes."""
+    architecture comes from the run's config.yaml and is checked against the checkpoint's tensor shapes. A
+    pixel-target run's predictor (optim.target=pixels) is no feature predictor: with_predictor refuses it."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import FileSystemReader
 
@@ -174,6 +175,11 @@ def read_checkpoint(path: str | os.PathLike, with_predictor: bool = False) -> Ex
     if not config_file.is_file():
         raise FileNotFoundError(f"{ckpt}: the run's config.yaml is missing (looked for {config_file})")
     cfg = load_config(config_file)
+    if with_predictor and cfg.optim.target == "pixels":
+        raise ValueError(
+            f"{ckpt}: a pixel-target run (optim.target=pixels) has a predictor of pixels, not features; "
+            "read or export its target encoder only"
+        )
     meta = read_meta(ckpt)
     k = len(cfg.mask.families)
     encoder, predictor = build_from_config(

@@ -26,6 +26,9 @@ stream uses all shards), picks shards at random with replacement, and shuffles s
 draws a fresh, statistically equivalent stream: no sample is replayed on purpose, but it is not the stream the
 uninterrupted run would have read, and it changes with the number of workers and ranks.
 
+Motion-guided mask placement (`mask.families.<i>.placement=motion`) reads this rank's clips; each mask group must
+then lie on one rank (`mask.group_size` dividing `data.batch_size`, or one process), checked when the stream is built.
+
 Workers. The loader is an IterableDataset: worker w of n produces the batches of steps start + w, start + w + n, ...
 and the DataLoader returns them in step order. Masks are drawn in the worker from (seed, step), cut to one length per
 group of `mask.group_size` clips of the global batch (see masks/collator.py): each rank draws only the groups its
@@ -247,6 +250,12 @@ class TrainStream(IterableDataset):
         self.rank, self.world, self.seed = rank, world_size, seed
         self.start, self.end = start_step, end_step
         self.mask_generators = mask_generators
+        for gen in mask_generators.values():  # placement "motion" cuts each group from its clips: one process each
+            if gen.needs_video and world_size > 1 and batch_size % gen.group_size:
+                raise ValueError(
+                    f"mask placement 'motion' needs each mask group on one process: mask.group_size="
+                    f"{gen.group_size} must divide data.batch_size={batch_size} when running {world_size} processes"
+                )
         self.units_per_rank = batch_size // repeat
         self.units_per_step = self.units_per_rank * world_size  # U
         self.per_step = len({s.frames_per_clip for s in self.sources}) > 1
@@ -282,7 +291,8 @@ class TrainStream(IterableDataset):
         label = torch.tensor([lab for _, lab in samples])
         b = len(samples)
         gen = self.mask_generators[video.shape[2]]
-        masks = gen.for_rows(step, self.rank * b, (self.rank + 1) * b, b * self.world)
+        clips = video if gen.needs_video else None  # placement "motion" reads the clips
+        masks = gen.for_rows(step, self.rank * b, (self.rank + 1) * b, b * self.world, clips)
         return {"video": video, "label": label, "step": step, "masks": masks, **counted}
 
     def __iter__(self) -> Iterator[dict]:

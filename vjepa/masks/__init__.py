@@ -1,8 +1,9 @@
 """Context/target masks for V-JEPA (paper Sec. 3.2, Sec. 4.3 ablations, Appendix B).
 
-Families: multi-block 3D (default), random-tube[r], causal multi-block[p]; `MaskGenerator` samples them for a
-batch as index tensors [B, K] (flat (t, h, w) row-major token indices), `MaskCollator` attaches them to a
-DataLoader batch, `gather_tokens` applies them.
+Families: multi-block 3D (default), random-tube[r], causal multi-block[p], blocks placed uniformly or by motion
+(motion.py, FLD motion-guided masking); `MaskGenerator` samples them for a batch as index tensors [B, K] (flat
+(t, h, w) row-major token indices), `MaskCollator` attaches them to a DataLoader batch, `gather_tokens` applies
+them.
 
 Shapes: B batch, N tokens, K kept tokens, D width.
 """

@@ -19,6 +19,8 @@ Decisions:
     temporal_scale (1, 1) every block spans all time steps, so the first p steps carry an ordinary spatial
     multi-block mask. If `max_temporal_keep` is also set, the tighter of the two horizons wins.
   - Empty context handling is that of multi-block (bounded resampling, then one token inside t < p kept).
+  - Placement "motion" works as for multi-block: corners weighted by the motion inside the block, scored on
+    the whole block (all of its time steps, also those past p).
 
 Shapes: B batch, N = T' * H' * W' tokens.
 """
@@ -47,8 +49,10 @@ def sample_causal(
     max_temporal_keep: float,
     generator: torch.Generator,
     max_resample: int = 10,
+    corner_probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(context, target) bool [B, N]; context only at t < p, never empty; target = complement."""
+    """(context, target) bool [B, N]; context only at t < p, never empty; target = complement. `corner_probs`
+    [B, O]: motion-guided corners (masks/motion.py), as for multi-block."""
     horizon = causal_horizon(grid[0], causal_frames, max_temporal_keep)
     return sample_multiblock(
         grid=grid,
@@ -58,4 +62,5 @@ def sample_causal(
         horizon=horizon,
         generator=generator,
         max_resample=max_resample,
+        corner_probs=corner_probs,
     )

@@ -19,6 +19,13 @@ identical whatever the number of data-loader workers or processes ("N processes 
 "1 process x N * b"), and resuming at a step replays nothing. Seeds are derived with blake2b (stable across
 processes, unlike `hash`).
 
+Motion-guided placement (`MaskSpec.placement="motion"`, multi-block and causal families; masks/motion.py) also
+reads the clips: the callers pass the batch's clips (`video`), and the masks are a pure function of the above
+and the clips of the group. The group's equal-length cut needs every clip of the group, so with this placement
+each group must lie inside one process's rows (`mask.group_size` dividing the per-process batch, or one
+process); `for_rows` refuses a group that straddles processes. Uniform placement never reads the clips and
+draws exactly what it drew before the option existed.
+
 Departures from the official code:
   - the official collator keeps a shared step counter incremented per call (so masks depend on worker
     scheduling); here the global step travels with the samples (`"step"` key) and seeds everything;
@@ -43,6 +50,7 @@ import torch
 from torch.utils.data import default_collate
 
 from vjepa.masks.causal import causal_horizon, sample_causal
+from vjepa.masks.motion import corner_probs, token_motion
 from vjepa.masks.multiblock import BlockSize, context_horizon, sample_block_size, sample_multiblock
 from vjepa.masks.ops import POLICIES, mask_to_index
 from vjepa.masks.tube import sample_tube, tube_keep_count
@@ -52,6 +60,7 @@ if TYPE_CHECKING:
     from vjepa.config import MaskSpec
 
 KINDS = ("multiblock", "tube", "causal")
+PLACEMENTS = ("uniform", "motion")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +146,15 @@ def check_spec(spec: MaskSpec, grid: tuple[int, int, int], family: int = 0) -> N
     where = f"mask family {family}"
     if spec.kind not in KINDS:
         raise ValueError(f"{where}: unknown kind {spec.kind!r}; valid: {list(KINDS)}")
+    if spec.placement not in PLACEMENTS:
+        raise ValueError(f"{where}: unknown placement {spec.placement!r}; valid: {list(PLACEMENTS)}")
+    if spec.placement == "motion":
+        if spec.kind == "tube":
+            raise ValueError(f"{where}: placement 'motion' needs kind multiblock or causal (tube places no blocks)")
+        if not spec.motion_power >= 0.0:
+            raise ValueError(f"{where}: motion_power must be >= 0, got {spec.motion_power}")
+        if not 0.0 <= spec.motion_mix <= 1.0:
+            raise ValueError(f"{where}: motion_mix must be in [0, 1], got {spec.motion_mix}")
     context_horizon(grid[0], spec.max_temporal_keep)
     if spec.kind == "tube":
         tube_keep_count(grid[1] * grid[2], spec.tube_ratio)
@@ -186,6 +204,22 @@ class MaskGenerator:
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1] * self.grid[2]
 
+    @property
+    def needs_video(self) -> bool:
+        """True when a family places its blocks by motion: the callers must pass the batch's clips."""
+        return any(spec.placement == "motion" for spec in self.specs)
+
+    def motion(self, video: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+        """Token motion [B, T', H', W'] of the clips [B, C, T, H, W] when a family needs it, else None."""
+        if not self.needs_video:
+            return None
+        if video is None:
+            fam = next(i for i, spec in enumerate(self.specs) if spec.placement == "motion")
+            raise ValueError(f"mask family {fam} uses placement 'motion': pass the batch's clips (video)")
+        if video.dim() != 5 or video.shape[0] != batch_size:
+            raise ValueError(f"masks: expected the clips [{batch_size}, C, T, H, W], got {tuple(video.shape)}")
+        return token_motion(video, self.grid)  # [B, T', H', W']
+
     def block_size(self, step: int, family: int) -> BlockSize | None:
         """The block size family `family` uses at `step` (same in every group); None for kind "tube"."""
         spec = self.specs[family]
@@ -200,8 +234,9 @@ class MaskGenerator:
         )
 
     def _family(
-        self, family: int, step: int, batch_size: int, group: int
+        self, family: int, step: int, batch_size: int, group: int, motion: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+        """motion: token motion [B, T', H', W'] of the group's clips (used by placement "motion" only)."""
         spec = self.specs[family]
         gen = _generator(self.seed, step, family, group)
         if spec.kind == "tube":
@@ -211,6 +246,9 @@ class MaskGenerator:
             )
             return ctx, tgt, gen
         size = self.block_size(step, family)
+        probs = None
+        if spec.placement == "motion":
+            probs = corner_probs(motion, size, spec.motion_power, spec.motion_mix)  # [B, O]
         if spec.kind == "causal":
             ctx, tgt = sample_causal(
                 grid=self.grid,
@@ -221,6 +259,7 @@ class MaskGenerator:
                 max_temporal_keep=spec.max_temporal_keep,
                 generator=gen,
                 max_resample=self.max_resample,
+                corner_probs=probs,
             )
             return ctx, tgt, gen
         ctx, tgt = sample_multiblock(
@@ -231,38 +270,63 @@ class MaskGenerator:
             horizon=context_horizon(self.grid[0], spec.max_temporal_keep),
             generator=gen,
             max_resample=self.max_resample,
+            corner_probs=probs,
         )
         return ctx, tgt, gen
 
-    def sample_masks(self, step: int, batch_size: int, group: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Full boolean (context, target) masks [B, N] per family of one group, before the equal-length policy."""
-        return [self._family(f, step, batch_size, group)[:2] for f in range(len(self.specs))]
+    def sample_masks(
+        self, step: int, batch_size: int, group: int = 0, video: torch.Tensor | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Full boolean (context, target) masks [B, N] per family of one group, before the equal-length policy.
+        video: the group's clips [B, C, T, H, W] (needed by placement "motion" only)."""
+        motion = self.motion(video, batch_size)
+        return [self._family(f, step, batch_size, group, motion)[:2] for f in range(len(self.specs))]
 
-    def __call__(self, step: int, batch_size: int, group: int = 0) -> list[FamilyMasks]:
+    def __call__(
+        self, step: int, batch_size: int, group: int = 0, video: torch.Tensor | None = None
+    ) -> list[FamilyMasks]:
         """The masks of ONE group of `batch_size` clips (seeded by `group`): one FamilyMasks per spec, index lists
-        sorted ascending, equal length within the group per the policy."""
+        sorted ascending, equal length within the group per the policy. video: the group's clips [B, C, T, H, W]
+        (needed by placement "motion" only)."""
+        return self._group(step, batch_size, group, self.motion(video, batch_size))
+
+    def _group(self, step: int, batch_size: int, group: int, motion: torch.Tensor | None) -> list[FamilyMasks]:
         out = []
         for family in range(len(self.specs)):
-            ctx, tgt, gen = self._family(family, step, batch_size, group)
+            ctx, tgt, gen = self._family(family, step, batch_size, group, motion)
             ctx_idx, ctx_valid = mask_to_index(ctx, self.policy, gen)  # [B, Kc]
             tgt_idx, tgt_valid = mask_to_index(tgt, self.policy, gen)  # [B, Kt]
             out.append(FamilyMasks(ctx_idx=ctx_idx, tgt_idx=tgt_idx, ctx_valid=ctx_valid, tgt_valid=tgt_valid))
         return out
 
-    def for_rows(self, step: int, lo: int, hi: int, batch_size: int) -> list[FamilyMasks]:
+    def for_rows(
+        self, step: int, lo: int, hi: int, batch_size: int, video: torch.Tensor | None = None
+    ) -> list[FamilyMasks]:
         """The masks of samples lo..hi-1 of a global batch of `batch_size` clips, cut per group of `group_size`.
 
         Draws only the groups overlapping lo..hi-1 (group g holds samples g * group_size onwards, the last group
         what is left of the batch); rows of groups with different kept counts are padded (see `stack_rows`).
-        With group_size >= batch_size this is `self(step, batch_size, 0)` sliced to lo..hi-1."""
+        With group_size >= batch_size this is `self(step, batch_size, 0)` sliced to lo..hi-1. video: the clips
+        of rows lo..hi-1 [hi - lo, C, T, H, W], needed by placement "motion" (then every group overlapping
+        lo..hi-1 must lie inside it)."""
         if not 0 <= lo < hi <= batch_size:
             raise ValueError(f"for_rows: expected 0 <= lo < hi <= batch_size, got {lo}, {hi}, {batch_size}")
         gs = self.group_size
+        motion = self.motion(video, hi - lo)  # [hi - lo, T', H', W'] or None
         parts = []  # per group overlapping lo..hi-1: list[FamilyMasks] of its rows in lo..hi-1
         for g in range(lo // gs, (hi - 1) // gs + 1):
             start = g * gs
             size = min(gs, batch_size - start)
-            masks = self(step, size, g)
+            group_motion = None
+            if motion is not None:
+                if start < lo or start + size > hi:
+                    raise ValueError(
+                        f"placement 'motion' needs each mask group on one process: group {g} (samples {start}.."
+                        f"{start + size - 1}) is not inside rows {lo}..{hi - 1}; make mask.group_size divide "
+                        "data.batch_size"
+                    )
+                group_motion = motion[start - lo : start - lo + size]  # [size, T', H', W']
+            masks = self._group(step, size, g, group_motion)
             parts.append([m.rows(max(lo, start) - start, min(hi, start + size) - start) for m in masks])
         return [stack_rows([p[f] for p in parts]) for f in range(len(self.specs))]
 
@@ -292,5 +356,6 @@ class MaskCollator:
             raise ValueError(f"MaskCollator: samples of one batch carry different steps {steps}")
         batch = default_collate([{k: v for k, v in s.items() if k != "step"} for s in samples])
         batch["step"] = steps[0]
-        batch["masks"] = self.generator(steps[0], len(samples), self.rank)
+        video = batch["video"] if self.generator.needs_video else None  # placement "motion" reads the clips
+        batch["masks"] = self.generator(steps[0], len(samples), self.rank, video)
         return batch

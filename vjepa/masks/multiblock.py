@@ -12,6 +12,8 @@ size with uniformly random corners; the target is the union of the blocks, the c
 first `horizon = max(1, floor(T' * max_temporal_keep))` time steps; every token at t >= horizon joins the
 target. With the default 1.0 nothing changes. (It does not limit the temporal extent of a block; that is
 `temporal_scale`.) The causal multi-block[p] ablation is the same mechanism with horizon p (see causal.py).
+Placement "motion" (FLD study, see motion.py) draws the corners with probabilities weighted by the motion inside
+the block instead of uniformly; the block size and everything else stay as above.
 
 Departures from the official code:
   - the masks of all samples are built at once by comparing coordinate ranges against block extents
@@ -32,8 +34,7 @@ import math
 
 import torch
 
-Grid = tuple[int, int, int]
-BlockSize = tuple[int, int, int]
+from vjepa.masks.motion import BlockSize, Grid, sample_guided_starts
 
 
 def context_horizon(num_t: int, max_temporal_keep: float) -> int:
@@ -126,19 +127,27 @@ def sample_multiblock(
     horizon: int,
     generator: torch.Generator,
     max_resample: int = 10,
+    corner_probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(context, target) bool [B, N], disjoint and covering all tokens; the context is never empty.
 
-    Placements come from `generator` (per rank). Rows with an empty context are redrawn (vectorised, whole
-    batch drawn, only the empty rows replaced) up to `max_resample` times, then `keep_one_token` applies.
+    Placements come from `generator` (per rank): uniform corners, or with `corner_probs` [B, O] (motion-guided
+    placement, masks/motion.py) corners drawn from those probabilities. Rows with an empty context are redrawn
+    (vectorised, whole batch drawn, only the empty rows replaced) up to `max_resample` times, then
+    `keep_one_token` applies.
     """
     if num_blocks < 1:
         raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
 
     def draw() -> torch.Tensor:
-        starts = sample_block_starts(
-            grid=grid, block_size=block_size, batch_size=batch_size, num_blocks=num_blocks, generator=generator
-        )  # [B, nb, 3]
+        if corner_probs is None:
+            starts = sample_block_starts(
+                grid=grid, block_size=block_size, batch_size=batch_size, num_blocks=num_blocks, generator=generator
+            )  # [B, nb, 3]
+        else:
+            starts = sample_guided_starts(
+                grid=grid, block_size=block_size, probs=corner_probs, num_blocks=num_blocks, generator=generator
+            )  # [B, nb, 3]
         return masks_from_starts(grid=grid, block_size=block_size, starts=starts, horizon=horizon)[0]  # [B, N]
 
     ctx = draw()

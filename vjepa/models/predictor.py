@@ -18,8 +18,12 @@ blocks and unsorts afterwards; self-attention without a mask is permutation-equi
 each token's own index, so we skip the sort (outputs equal up to float summation order). A bad `family` is an
 error here, not taken modulo the number of mask tokens. Key-padding masks (policy "pad") are supported.
 
+Pixel targets (`pixel_dim` > 0, `optim.target=pixels`, vjepa/pixels.py): the output projection is a separate
+Linear `pixel_proj` to the C * tubelet * patch^2 pixel values of each target token, in place of `proj` (which
+is then absent); the feature predictor (`pixel_dim` 0) is unchanged, parameter for parameter.
+
 Shapes: B batch, Kc context tokens, Kt target tokens, D encoder width, P predictor width, N tokens of the grid,
-grid = (T', H', W').
+grid = (T', H', W'), X pixel target width.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ POS_EMBEDS = ("sincos", "rope")
 
 
 class Predictor(nn.Module):
-    """`forward(ctx [B, Kc, D], ctx_idx [B, Kc], tgt_idx [B, Kt], grid, family) -> [B, Kt, D]` in tgt_idx order."""
+    """`forward(ctx [B, Kc, D], ctx_idx [B, Kc], tgt_idx [B, Kt], grid, family) -> [B, Kt, D]` in tgt_idx order
+    ([B, Kt, X] with pixel_dim X > 0)."""
 
     def __init__(
         self,
@@ -55,6 +60,7 @@ class Predictor(nn.Module):
         patch_size: int = 16,
         tubelet_size: int = 2,
         attn_impl: str = "sdpa",
+        pixel_dim: int = 0,
     ) -> None:
         super().__init__()
         if pos_embed not in POS_EMBEDS:
@@ -65,7 +71,7 @@ class Predictor(nn.Module):
         self.num_heads, self.mlp_ratio, self.qkv_bias, self.norm_eps = num_heads, mlp_ratio, qkv_bias, norm_eps
         self.num_mask_tokens, self.pos_embed_type, self.uniform_power = num_mask_tokens, pos_embed, uniform_power
         self.img_size, self.num_frames, self.attn_impl = img_size, num_frames, attn_impl
-        self.patch_size, self.tubelet_size = patch_size, tubelet_size
+        self.patch_size, self.tubelet_size, self.pixel_dim = patch_size, tubelet_size, pixel_dim
         self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
 
         self.embed = nn.Linear(embed_dim, pred_embed_dim)
@@ -93,7 +99,12 @@ class Predictor(nn.Module):
             ]
         )
         self.norm = nn.LayerNorm(pred_embed_dim, eps=norm_eps)
-        self.proj = nn.Linear(pred_embed_dim, embed_dim)
+        if pixel_dim > 0:  # pixel targets: its own output Linear, no feature projection
+            self.proj = None
+            self.pixel_proj = nn.Linear(pred_embed_dim, pixel_dim)
+        else:
+            self.proj = nn.Linear(pred_embed_dim, embed_dim)
+            self.pixel_proj = None
 
     @torch.no_grad()
     def reset_pos_embed(self) -> None:
@@ -112,7 +123,8 @@ class Predictor(nn.Module):
         ctx_valid: torch.Tensor | None = None,
         tgt_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predict the encoder representation at `tgt_idx` from context tokens `ctx` at `ctx_idx` -> [B, Kt, D]."""
+        """Predict the encoder representation at `tgt_idx` from context tokens `ctx` at `ctx_idx` -> [B, Kt, D]
+        (the pixel targets [B, Kt, X] with pixel_dim X > 0)."""
         if not 0 <= family < self.num_mask_tokens:
             raise ValueError(f"Predictor: family {family} out of range; this predictor has {self.num_mask_tokens}")
         b, kc, _ = ctx.shape
@@ -139,4 +151,6 @@ class Predictor(nn.Module):
         for blk in self.blocks:
             x = blk(x, rope=rope, valid=valid)  # [B, Kc + Kt, P]
         x = self.norm(x[:, kc:])  # [B, Kt, P]
+        if self.pixel_proj is not None:
+            return self.pixel_proj(x)  # [B, Kt, X]
         return self.proj(x)  # [B, Kt, D]

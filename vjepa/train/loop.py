@@ -43,6 +43,7 @@ from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
 from vjepa.models.predictor import Predictor
 from vjepa.objectives import Dims, Planned, plan_objectives
+from vjepa.pixels import pixel_dim
 from vjepa.train.checkpoint import (
     CheckpointStateError,
     CheckpointWriteError,
@@ -65,7 +66,8 @@ class NonFiniteLoss(RuntimeError):
 
 
 def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
-    """Encoder (wrapped for multi-mask use) and predictor, initialised at the one init site."""
+    """Encoder (wrapped for multi-mask use) and predictor, initialised at the one init site. With
+    optim.target=pixels the predictor ends in a Linear to the pixels of a tubelet (vjepa/pixels.py)."""
     m, d = cfg.model, cfg.data
     arch = m.resolved()
     common = dict(
@@ -86,6 +88,7 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
         **common,
     )
     pred_arch = m.predictor_arch()
+    pixels = pixel_dim(encoder.in_chans, m.tubelet_size, m.patch_size) if cfg.optim.target == "pixels" else 0
     predictor = Predictor(
         embed_dim=arch["embed_dim"],
         pred_embed_dim=m.pred_embed_dim,
@@ -93,6 +96,7 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
         num_heads=pred_arch["num_heads"],
         mlp_ratio=pred_arch["mlp_ratio"],
         num_mask_tokens=len(cfg.mask.families),
+        pixel_dim=pixels,
         **common,
     )
     init_weights(encoder, rescale=m.init_rescale)

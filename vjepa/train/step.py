@@ -10,6 +10,10 @@
     AdamW step (clip after warmup: one global norm, or encoder and predictor each as V-JEPA 1), then EMA:
     target <- m target + (1 - m) encoder
 
+Pixel targets (`optim.target=pixels`, vjepa/pixels.py): h is the clip's normalised pixels per token instead (the
+target encoder is not run; it is still EMA-updated, so export and evaluation read it as usual) and loss_f is the
+pixel loss (L2 or L1 per token); `target_spread`, `token_spread` and the rank then describe those pixel targets.
+
 No host synchronisation here: metrics are returned as tensors and read on log steps only. With no auxiliary
 objective no step state is built: the step is the plain one, operation for operation.
 
@@ -29,6 +33,7 @@ from vjepa.losses import effective_rank, jepa_loss, prediction_std, variance_hin
 from vjepa.masks.ops import gather_tokens
 from vjepa.objectives.base import FamilyState, StepState
 from vjepa.objectives.registry import Planned
+from vjepa.pixels import pixel_loss, pixel_targets
 from vjepa.train.ema import ema_update
 from vjepa.train.optim import set_hyper
 from vjepa.train.schedules import Hyper
@@ -41,11 +46,13 @@ class Objective:
 
     loss_exp: float = 1.0
     var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on the predictions
+    target: str = "features"  # features | pixels (vjepa/pixels.py)
+    pixel_loss: str = "l2"  # pixel targets: l2 | l1
 
     @classmethod
     def from_config(cls, o) -> Objective:
         """From an OptimConfig."""
-        return cls(o.loss_exp, o.var_reg_weight)
+        return cls(o.loss_exp, o.var_reg_weight, o.target, o.pixel_loss)
 
     @property
     def regularised(self) -> bool:
@@ -69,6 +76,24 @@ def compute_targets(target_encoder: nn.Module, video: torch.Tensor) -> torch.Ten
     return F.layer_norm(h.float(), (h.shape[-1],))  # [B, N, D]
 
 
+def step_targets(
+    target_encoder: nn.Module, video: torch.Tensor, grid: tuple[int, int, int], objective: Objective
+) -> torch.Tensor:
+    """h [B, N, D] for feature targets; the normalised pixel targets [B, N, C t p p] (no target encoder forward)."""
+    if objective.target == "pixels":
+        return pixel_targets(video, video.shape[2] // grid[0], video.shape[3] // grid[1])  # [B, N, C t p p]
+    return compute_targets(target_encoder, video)  # [B, N, D]
+
+
+def token_loss(
+    pred: torch.Tensor, target: torch.Tensor, objective: Objective, valid: torch.Tensor | None
+) -> torch.Tensor:
+    """One family's prediction loss: the feature loss |p - h|^p / p, or the pixel loss (L2 / L1)."""
+    if objective.target == "pixels":
+        return pixel_loss(pred.float(), target, objective.pixel_loss, valid)
+    return jepa_loss(pred.float(), target, objective.loss_exp, valid)
+
+
 def grid_of(video: torch.Tensor, tubelet: int, patch: int) -> tuple[int, int, int]:
     _, _, t, h, w = video.shape
     return (t // tubelet, h // patch, w // patch)
@@ -90,7 +115,7 @@ def forward_loss(
     torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]
 ]:
     """(loss, per-family JEPA losses, (target spread, token spread, rank), auxiliary losses and metrics)."""
-    h = compute_targets(target_encoder, video)  # [B, N, D]
+    h = step_targets(target_encoder, video, grid, objective)  # [B, N, D]
     spread = h.mean(dim=1).std(dim=0).mean()
     token_spread = h.std(dim=1).mean()  # near 0 when all tokens of a clip carry the same feature
     rank = effective_rank(h.reshape(-1, h.shape[-1])) if want_rank else None
@@ -99,7 +124,7 @@ def forward_loss(
     for f, (m, z) in enumerate(zip(masks, contexts)):
         pred = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
         target = gather_tokens(h, m.tgt_idx)  # [B, Kt, D]
-        loss_f = jepa_loss(pred.float(), target, objective.loss_exp, m.tgt_valid)
+        loss_f = token_loss(pred, target, objective, m.tgt_valid)
         if objective.var_reg_weight > 0:
             stds.append(prediction_std(pred, m.tgt_valid))  # [B, D]
         family_losses.append(loss_f.detach())
