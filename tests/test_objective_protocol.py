@@ -166,3 +166,37 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     assert rec["aux.slow"] > 0 and "aux.slow.per_family_max" in rec
     with pytest.raises(ConfigError, match=r"objectives\.0\.options: power=-1\.0 must be > 0"):
         load_config(None, ["data.source=synthetic", "objectives=[{name: 'doc_example:Slow', options: {power: -1}}]"])
+
+
+def test_a_head_never_changes_the_encoders_clipped_update(tmp_path):
+    # global clipping takes encoder + predictor on one norm and the heads on their own: a probe with huge gradients
+    # leaves the encoder's and predictor's steps exactly as without it (the probe reads only detached targets)
+    import copy
+
+    from vjepa.distributed import init_distributed
+    from vjepa.objectives.registry import Planned
+    from vjepa.train.loop import build_training
+    from vjepa.train.optim import build_optimizer
+    from vjepa.train.step import clip_gradients
+
+    cfg = tiny_cfg(tmp_path / "c", probe(scale=1e6))
+    models, _, aux = build_training(cfg, init_distributed("cpu"), torch.float32, fsdp=False)
+    enc, pred, heads = models["encoder"], models["predictor"], models["objectives"]
+    for p in list(enc.parameters()) + list(pred.parameters()):
+        p.grad = torch.ones_like(p)
+    for p in heads.parameters():
+        p.grad = 1e6 * torch.ones_like(p)
+    without = {n: p.grad.clone() for n, p in enc.named_parameters()}
+    optimizer = build_optimizer(cfg.optim, {"encoder": enc, "predictor": pred, "heads": heads}, torch.device("cpu"))
+    alone = copy.deepcopy(enc)
+    opt_alone = build_optimizer(cfg.optim, {"encoder": alone}, torch.device("cpu"))
+    for p in alone.parameters():
+        p.grad = torch.ones_like(p)
+    total = clip_gradients(enc, pred, optimizer, 1.0, "global", True, heads)
+    clip_gradients(alone, torch.nn.Linear(1, 1), opt_alone, 1.0, "global", True)
+    n_main = sum(p.numel() for p in list(enc.parameters()) + list(pred.parameters()))
+    for name, p in enc.named_parameters():
+        torch.testing.assert_close(p.grad, without[name] / n_main**0.5, msg=name)  # clipped by the main norm only
+    assert max(p.grad.abs().max() for p in heads.parameters()) <= 1.0  # heads clipped on their own
+    assert float(total) > 1e6
+    assert isinstance(aux[0], Planned)

@@ -22,9 +22,8 @@ the plain V-JEPA one. Without it the gradient of L reaches the online encoder ("
 
 No published weight exists for LiFT as a pretraining term: the default 1.0 is for the probe (a term that reaches
 only the head; Adam all but cancels the scale of its gradient); choose one when turning off `stop_gradient`. The
-probe leaves the encoder's gradient exactly as it is, but under `optim.clip_grad` with the "global" clipping mode
-the head's gradient enters the one clipping norm: for a probe that cannot change the encoder's update at all, set
-`optim.clip_grad_mode: separate` (encoder, predictor and heads each clipped on their own norm).
+probe leaves the encoder's gradient exactly as it is, and its update too: gradient clipping (either mode) takes the
+objectives' heads on a norm of their own (vjepa/train/step.py clip_gradients).
 
 Departures: the head defaults to width 128, depth 4, 4 heads (the paper: 384, 4, 8; 8.7M parameters at D = 384)
 to keep its cost small beside the encoder; the same departures as evals/lift.py (t / (T' - 1), mean not sum, |cos|);

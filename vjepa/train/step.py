@@ -181,19 +181,26 @@ def clip_gradients(
     heads: nn.Module | None = None,
 ) -> torch.Tensor | None:
     """Clip in place; returns the total gradient norm over everything trained before clipping (None when neither
-    clipping nor want_norm). mode "global": one norm over all parameters, clipped to clip_grad. mode "separate"
-    (official V-JEPA 1): the encoder, the predictor and the objectives' heads (if any) are each clipped to clip_grad
-    on their own norm; the total returned is the root of the sum of their squares."""
+    clipping nor want_norm). mode "global": one norm over encoder and predictor, clipped to clip_grad. mode
+    "separate" (official V-JEPA 1): the encoder and the predictor are each clipped to clip_grad on their own norm.
+    In both modes the auxiliary objectives' heads (if any) are clipped to clip_grad on a norm of their own, so a
+    head (an online probe, say) never changes the encoder's update; the total returned is the root of the sum of
+    the squares of the parts' norms."""
+    head_params = [p for p in heads.parameters()] if heads is not None else []
     if clip_grad > 0 and mode == "separate":
-        parts = [encoder, predictor] + ([heads] if heads is not None and any(True for _ in heads.parameters()) else [])
-        norms = [_plain(torch.nn.utils.clip_grad_norm_(list(m.parameters()), clip_grad)) for m in parts]
+        parts = [list(encoder.parameters()), list(predictor.parameters())] + ([head_params] if head_params else [])
+        norms = [_plain(torch.nn.utils.clip_grad_norm_(ps, clip_grad)) for ps in parts]
         return torch.linalg.vector_norm(torch.stack(norms))
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    skip = {id(p) for p in head_params}
+    params = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in skip]
+    parts = [params] + ([head_params] if head_params else [])
     if clip_grad > 0:
-        return _plain(torch.nn.utils.clip_grad_norm_(params, clip_grad))
-    if want_norm:
-        return _plain(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
-    return None
+        norms = [_plain(torch.nn.utils.clip_grad_norm_(ps, clip_grad)) for ps in parts]
+    elif want_norm:
+        norms = [_plain(torch.nn.utils.get_total_norm([p.grad for p in ps if p.grad is not None])) for ps in parts]
+    else:
+        return None
+    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
 
 
 def train_step(
