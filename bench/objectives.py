@@ -105,7 +105,7 @@ def measure(arm: str, steps: int, warmup: int, overrides: list[str]) -> dict:
             grid=grid,
             hp=hyper(cfg.optim, s),
             clip_grad=cfg.optim.clip_grad,
-            objective=Objective.from_config(cfg.optim),
+            objective=Objective.from_config(cfg.optim, cfg.model.levels),
             aux=aux,
             heads=models["objectives"] if aux else None,
             step=s,

@@ -126,7 +126,7 @@ def build_variant(name: str, cfg, info, dtype):
             grid=grid,
             hp=hp,
             clip_grad=cfg.optim.clip_grad,
-            objective=Objective.from_config(cfg.optim),
+            objective=Objective.from_config(cfg.optim, cfg.model.levels),
             aux=aux,
         )
 

@@ -75,6 +75,9 @@ def test_shipped_configs_load_and_round_trip(tmp_path):
     assert v2.model.pos_embed == "rope" and v2.optim.schedule == "wsd" and v2.model.pred_num_heads == 12
     cool = load_config(ROOT / "configs/pretrain/vitl16_v2_cooldown.yaml")
     assert cool.data.frames_per_clip == 64 and cool.optim.cooldown_steps == 12000
+    v21 = load_config(ROOT / "configs/pretrain/vitl16_v21.yaml")  # V-JEPA 2.1: deep supervision + dense loss
+    assert v21.model.levels == 4 and v21.model.pred_depth == 24 and v21.optim.dense_weight == 0.5
+    assert v21.optim.loss_guard_k == 0  # the loss guard ships off, as in every official config
 
 
 BAD_VALUES = [

@@ -68,7 +68,7 @@ def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: i
             grid=grid_of(video, 2, 16),
             hp=hyper(cfg.optim, step),
             clip_grad=1.0,
-            objective=Objective.from_config(cfg.optim),
+            objective=Objective.from_config(cfg.optim, cfg.model.levels),
             aux=aux,
             step=step,
         )

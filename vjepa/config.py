@@ -70,6 +70,7 @@ class ModelConfig:
     pred_embed_dim: int = 384
     pred_depth: int = 12
     pred_num_heads: int | None = None  # None: the encoder's heads (V-JEPA 1), 12 for giant_v2; V-JEPA 2 uses 12
+    levels: int = 1  # 1, or 4: V-JEPA 2.1 deep supervision (4 encoder levels concatenated; width 4 D)
     activation_checkpointing: bool = False
     compile: bool = False
 
@@ -175,6 +176,21 @@ class OptimConfig:
     # normalised per patch as VideoMAE; no target encoder forward; vjepa/pixels.py)
     target: str = "features"
     pixel_loss: str = "l2"  # target pixels: l2 (mean squared error, VideoMAE) | l1
+    # V-JEPA 2.1 dense (context) loss: the predictor also predicts the context tokens (a head of its own); L1 against
+    # the targets there, times dense_weight (0: off, no head built). Linear warmup of the weight: 0 before
+    # dense_warmup_start, then up to dense_weight at dense_warmup_end (both 0: constant; official 15000 / 30000).
+    dense_weight: float = 0.0
+    dense_warmup_start: int = 0
+    dense_warmup_end: int = 0
+    dense_distance_weighting: bool = False  # each context token's error times 1/sqrt(grid distance to the targets)
+    # Loss guard (V-JEPA 2.1 code, off in every official config): skip the update when the loss exceeds the mean +
+    # k std of the last loss_guard_window kept losses (from loss_guard_min_step, once more than half the window is
+    # tracked); stop after more than loss_guard_max_skips skips. k = 0: off. min_step 15300: the official
+    # `epoch > 50` with 300 iterations per epoch.
+    loss_guard_k: float = 0.0
+    loss_guard_window: int = 300
+    loss_guard_min_step: int = 15_300
+    loss_guard_max_skips: int = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -443,6 +459,13 @@ BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "optim.var_reg_weight": _NON_NEGATIVE,
     "optim.enc_var_weight": _NON_NEGATIVE,
     "optim.enc_cov_weight": _NON_NEGATIVE,
+    "optim.dense_weight": _NON_NEGATIVE,
+    "optim.dense_warmup_start": _NON_NEGATIVE,
+    "optim.dense_warmup_end": _NON_NEGATIVE,
+    "optim.loss_guard_k": _NON_NEGATIVE,
+    "optim.loss_guard_window": _AT_LEAST_1,
+    "optim.loss_guard_min_step": _NON_NEGATIVE,
+    "optim.loss_guard_max_skips": _NON_NEGATIVE,
     "train.seed": _NON_NEGATIVE,
     "train.log_every": _AT_LEAST_1,
     "train.checkpoint_every": _AT_LEAST_1,
@@ -501,6 +524,15 @@ def validate(cfg: Config) -> None:
     _check_heads(m)
     _choice("model.pos_embed", m.pos_embed, ("sincos", "rope"))
     _choice("model.attn_impl", m.attn_impl, ("sdpa", "reference", "flash"))
+    if m.levels not in (1, 4):
+        raise ConfigError(f"model.levels={m.levels} must be 1 or 4 (4: V-JEPA 2.1 deep supervision)")
+    if m.resolved()["depth"] < m.levels:
+        raise ConfigError(f"model.levels={m.levels} needs at least {m.levels} encoder blocks (model.depth)")
+    if (o.dense_warmup_start or o.dense_warmup_end) and not o.dense_warmup_start < o.dense_warmup_end:
+        raise ConfigError(
+            f"optim.dense_warmup_start={o.dense_warmup_start} must be below optim.dense_warmup_end="
+            f"{o.dense_warmup_end} (both 0: a constant dense weight)"
+        )
     _choice("data.source", d.source, ("csv", "synthetic"))
     _choice("data.decoder", d.decoder, ("decord", "pyav"))
     _choice("data.repeat_mode", d.repeat_mode, ("clips", "masks"))
@@ -586,6 +618,11 @@ def _check_target(cfg: Config) -> None:
             )
     if o.loss_exp != 1.0:
         raise ConfigError("optim.loss_exp applies to feature targets; with optim.target=pixels set optim.pixel_loss")
+    if o.dense_weight > 0 or cfg.model.levels != 1:
+        raise ConfigError(
+            "optim.target=pixels cannot be combined with the V-JEPA 2.1 dense loss (optim.dense_weight) or deep "
+            "supervision (model.levels): both predict features"
+        )
 
 
 def _check_objectives(cfg: Config) -> None:

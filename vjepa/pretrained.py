@@ -11,8 +11,10 @@ With the predictor come the auxiliary objectives' heads of the run, if it had an
 and "objectives" (the config's entries); .safetensors: tensors "heads.<key>.<name>"), so an online probe or a
 latent-dynamics head travels with its predictor.
 and, with `--hf DIR`, a Hugging Face folder (config.json + model.safetensors) that `transformers.VJEPA2Model
-.from_pretrained(DIR)` loads. That layout only exists for V-JEPA 2-style models (3D RoPE); a sin-cos model is
-refused with the reason.
+.from_pretrained(DIR)` loads. That layout only exists for V-JEPA 2-style models (3D RoPE); a sin-cos model and a
+V-JEPA 2.1 deep-supervision model (model.levels = 4: level norms and 4 D-wide predictor heads) are refused with the
+reason. A predictor's V-JEPA 2.1 context head (dense loss) travels in .pt / .safetensors exports ("context_head");
+the Hugging Face predictor has no place for it and is written without it.
 
 `load_pretrained(path)` returns a frozen `VisionTransformer` (eval mode, no grad) from an export file, a run folder,
 a checkpoint folder or a Hugging Face VJEPA2 folder; tensor names and shapes are checked first and every mismatch
@@ -67,6 +69,11 @@ HF_SINCOS_REFUSAL = (
     "(model.pos_embed=sincos), and transformers' VJEPA2Model only implements the 3D rotary positions of V-JEPA 2 "
     "(model.pos_embed=rope); its outputs would differ. Export to .pt or .safetensors instead."
 )
+HF_LEVELS_REFUSAL = (
+    "cannot export to the Hugging Face layout: this model uses V-JEPA 2.1 deep supervision (model.levels={levels}: "
+    "per-level norms, a predictor input MLP and heads {levels} x the encoder width), which transformers' "
+    "VJEPA2Model cannot hold. Export to .pt or .safetensors instead."
+)
 OTHER_FORMATS = {
     "vjepa.probe": "a probe checkpoint (a classifier trained on frozen features), not a video encoder; pass the "
     "backbone the probe was trained on (an export file, a run folder or a Hugging Face folder)",
@@ -93,6 +100,7 @@ class Exported:
     num_mask_tokens: int = 2
     heads: dict[str, dict[str, torch.Tensor]] | None = None  # auxiliary objectives' parameters, by objective key
     objectives: list[dict[str, Any]] | None = None  # the run's `objectives` config entries
+    context_head: bool = False  # the predictor has the V-JEPA 2.1 context head (a run with the dense loss)
 
 
 # --------------------------------------------------------------------------------------------- building models
@@ -108,10 +116,17 @@ def model_config_from_dict(d: Mapping[str, Any], source: str) -> ModelConfig:
 
 
 def build_from_config(
-    model: ModelConfig, *, frames_per_clip: int, crop_size: int, num_mask_tokens: int = 2, meta: bool = True
+    model: ModelConfig,
+    *,
+    frames_per_clip: int,
+    crop_size: int,
+    num_mask_tokens: int = 2,
+    meta: bool = True,
+    context_head: bool = False,
 ) -> tuple[VisionTransformer, Predictor]:
     """Encoder and predictor of this architecture, through the training code's `build_models` (one source of
-    truth). meta=True builds them without memory, ready for `load_state_dict(assign=True)`."""
+    truth). meta=True builds them without memory, ready for `load_state_dict(assign=True)`. `context_head`: the
+    predictor has the V-JEPA 2.1 context head."""
     from vjepa.train.loop import build_models  # the training loop imports much more; only needed here
 
     if model.attn_impl == "flash":
@@ -123,9 +138,9 @@ def build_from_config(
     )
     if meta:
         with torch.device("meta"):
-            encoder, predictor = build_models(cfg)
+            encoder, predictor = build_models(cfg, context_head)
     else:
-        encoder, predictor = build_models(cfg)
+        encoder, predictor = build_models(cfg, context_head)
     return encoder.backbone, predictor
 
 
@@ -182,8 +197,13 @@ def read_checkpoint(path: str | os.PathLike, with_predictor: bool = False) -> Ex
         )
     meta = read_meta(ckpt)
     k = len(cfg.mask.families)
+    head = cfg.optim.dense_weight > 0
     encoder, predictor = build_from_config(
-        cfg.model, frames_per_clip=cfg.data.frames_per_clip, crop_size=cfg.data.crop_size, num_mask_tokens=k
+        cfg.model,
+        frames_per_clip=cfg.data.frames_per_clip,
+        crop_size=cfg.data.crop_size,
+        num_mask_tokens=k,
+        context_head=head,
     )
     parts = [("target_encoder.backbone.", encoder)] + ([("predictor.", predictor)] if with_predictor else [])
     prefixes = [p for p, _ in parts] + (["objectives."] if with_predictor else [])
@@ -219,6 +239,7 @@ def read_checkpoint(path: str | os.PathLike, with_predictor: bool = False) -> Ex
         num_mask_tokens=k,
         heads=heads if with_predictor and heads else None,
         objectives=[to_dict(spec) for spec in cfg.objectives] if with_predictor and heads else None,
+        context_head=head,
     )
 
 
@@ -256,6 +277,7 @@ def _from_pt_dict(d: Mapping, source: str) -> Exported:
         num_mask_tokens=int(d.get("num_mask_tokens", 2)),
         heads={k: dict(v) for k, v in d["heads"].items()} if d.get("heads") else None,
         objectives=list(d["objectives"]) if d.get("objectives") else None,
+        context_head=bool(d.get("context_head", False)),
     )
 
 
@@ -420,6 +442,7 @@ def random_like(path_or_encoder: str | os.PathLike | nn.Module, seed: int) -> Vi
             pos_embed=like.pos_embed_type,
             uniform_power=like.uniform_power,
             attn_impl=like.attn_impl,
+            levels=like.levels,
         )
         init_weights(encoder)
     source = f"random init (seed {seed}) like {getattr(like, 'source', 'an encoder')}"
@@ -442,7 +465,7 @@ def _write_pt(ex: Exported, out: Path) -> None:
         "encoder": ex.encoder,
     }
     if ex.predictor is not None:
-        d.update(predictor=ex.predictor, num_mask_tokens=ex.num_mask_tokens)
+        d.update(predictor=ex.predictor, num_mask_tokens=ex.num_mask_tokens, context_head=ex.context_head)
     if ex.heads:
         d.update(heads=ex.heads, objectives=ex.objectives)
     tmp = _atomic_path(out)
@@ -468,6 +491,7 @@ def _write_safetensors(ex: Exported, out: Path) -> None:
     }
     if ex.predictor is not None:
         meta["num_mask_tokens"] = json.dumps(ex.num_mask_tokens)
+        meta["context_head"] = json.dumps(ex.context_head)
     if ex.heads:
         meta["objectives"] = json.dumps(ex.objectives)
     tmp = _atomic_path(out)
@@ -488,6 +512,8 @@ def _hf_payload(ex: Exported) -> tuple[Any, dict[str, torch.Tensor]]:
     """(transformers VJEPA2Config, HF state dict); ValueError when the model has no HF equivalent."""
     if ex.model.pos_embed != "rope":
         raise ValueError(HF_SINCOS_REFUSAL)
+    if ex.model.levels != 1:
+        raise ValueError(HF_LEVELS_REFUSAL.format(levels=ex.model.levels))
     if ex.predictor is None:
         raise ValueError("the Hugging Face layout holds encoder and predictor: read the source with its predictor")
     try:
@@ -495,7 +521,11 @@ def _hf_payload(ex: Exported) -> tuple[Any, dict[str, torch.Tensor]]:
     except ImportError as err:
         raise ImportError(f"--hf needs transformers: pip install 'vjepa[hf]' ({err})") from None
     encoder, predictor = build_from_config(
-        ex.model, frames_per_clip=ex.frames_per_clip, crop_size=ex.crop_size, num_mask_tokens=ex.num_mask_tokens
+        ex.model,
+        frames_per_clip=ex.frames_per_clip,
+        crop_size=ex.crop_size,
+        num_mask_tokens=ex.num_mask_tokens,
+        context_head=ex.context_head,
     )
     _assign(encoder, ex.encoder, f"encoder of {ex.source}")
     _assign(predictor, ex.predictor, f"predictor of {ex.source}")

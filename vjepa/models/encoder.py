@@ -15,7 +15,17 @@ Split API, so a wrapper can embed once and encode several masks: `embed` (tubele
 Weights are left at PyTorch defaults by the constructor: call `vjepa.models.init.init_weights` (the one
 initialisation site). The model knows nothing of parallelism; FSDP is applied from outside per `blocks[i]`.
 
-Shapes: B batch, C channels, T frames, H/W pixels, N tokens (T' * H' * W'), K kept tokens, D width,
+Deep supervision (V-JEPA 2.1, arXiv 2603.14482; github.com/facebookresearch/vjepa2
+`app/vjepa_2_1/models/vision_transformer.py`), `levels=4`: the outputs of 4 blocks (`level_taps`, 0-indexed:
+depth 12 -> 2, 5, 8, 11; 24 -> 5, 11, 17, 23; 40 -> 9, 19, 29, 39; 48 -> 11, 23, 37, 47, the official table;
+any other depth: block (k + 1) * depth // 4 - 1 for k = 0..3, which reproduces the official 12/24/40 rows) each go
+through a learnable LayerNorm of their own (`level_norms.{k}`, the official `norms_block`) and are concatenated:
+`forward_tokens(..., all_levels=True)` -> [B, K, 4 D], what training uses (context and target encoder alike).
+There is no final `norm` then: as in the official encoder, plain `forward` (what evaluations call) returns the last
+block through the last level's norm, [B, K, D] (the last D channels of the concatenation). With `levels=1` the
+module is exactly the single-output encoder (same parameters, names and numerics).
+
+Shapes: B batch, C channels, T frames, H/W pixels, N tokens (T' * H' * W'), K kept tokens, D width, L levels,
 grid = (T', H', W') = (T / tubelet, H / patch, W / patch).
 """
 
@@ -30,10 +40,27 @@ from vjepa.models.patch_embed import PatchEmbed3D
 from vjepa.models.pos_embed import RoPE3D, grid_coords, interpolate_table, sincos_3d_table
 
 POS_EMBEDS = ("sincos", "rope")
+LEVELS = (1, 4)
+# Official V-JEPA 2.1 tap blocks by encoder depth (app/vjepa_2_1/models/vision_transformer.py). The 48-block row
+# is not evenly spaced (37 where the rule gives 35); it is kept as published, for checkpoint compatibility.
+OFFICIAL_TAPS = {12: (2, 5, 8, 11), 24: (5, 11, 17, 23), 40: (9, 19, 29, 39), 48: (11, 23, 37, 47)}
+
+
+def level_taps(depth: int, levels: int) -> tuple[int, ...]:
+    """The 0-indexed blocks whose outputs form the levels: the official table for 4 levels at depths 12/24/40/48,
+    else evenly spaced, (k + 1) * depth // levels - 1; always ending at the last block."""
+    if levels not in LEVELS:
+        raise ValueError(f"levels must be one of {LEVELS}, got {levels}")
+    if depth < levels:
+        raise ValueError(f"levels={levels} needs at least {levels} blocks, got depth {depth}")
+    if levels == 4 and depth in OFFICIAL_TAPS:
+        return OFFICIAL_TAPS[depth]
+    return tuple((k + 1) * depth // levels - 1 for k in range(levels))
 
 
 class VisionTransformer(nn.Module):
-    """Video ViT. `forward(video [B, C, T, H, W], idx [B, K] | None, valid [B, K] | None) -> [B, K or N, D]`."""
+    """Video ViT. `forward(video [B, C, T, H, W], idx [B, K] | None, valid [B, K] | None) -> [B, K or N, D]`;
+    `forward_tokens(..., all_levels=True)` -> [B, K, L D] (L = `levels`)."""
 
     def __init__(
         self,
@@ -52,8 +79,11 @@ class VisionTransformer(nn.Module):
         pos_embed: str = "sincos",
         uniform_power: bool = True,
         attn_impl: str = "sdpa",
+        levels: int = 1,
     ) -> None:
         super().__init__()
+        self.level_taps = level_taps(depth, levels)
+        self.levels = levels
         if pos_embed not in POS_EMBEDS:
             raise ValueError(f"VisionTransformer: unknown pos_embed {pos_embed!r}; valid: {POS_EMBEDS}")
         if img_size % patch_size or num_frames % tubelet_size:
@@ -90,7 +120,10 @@ class VisionTransformer(nn.Module):
                 for _ in range(depth)
             ]
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        if levels == 1:
+            self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        else:
+            self.level_norms = nn.ModuleList([nn.LayerNorm(embed_dim, eps=norm_eps) for _ in range(levels)])
 
     @torch.no_grad()
     def reset_pos_embed(self) -> None:
@@ -116,16 +149,25 @@ class VisionTransformer(nn.Module):
         grid: tuple[int, int, int],
         idx: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
+        all_levels: bool = False,
     ) -> torch.Tensor:
-        """tokens [B, N, D] from `embed`; keep `idx` [B, K] (all if None); valid [B, K] bool -> [B, K, D]."""
+        """tokens [B, N, D] from `embed`; keep `idx` [B, K] (all if None); valid [B, K] bool -> [B, K, D], or
+        with `all_levels` and levels > 1 the concatenated normed levels [B, K, L D]."""
         x = tokens if idx is None else gather_tokens(tokens, idx)  # [B, K, D]
         rope = None
         if self.rope is not None:
             coords = grid_coords(grid, x.device)[None] if idx is None else idx_to_coords(idx, grid)  # [B|1, K, 3]
             rope = self.rope(coords)  # cos, sin: [B|1, 1, K, 3c]
-        for blk in self.blocks:
+        if self.levels == 1:
+            for blk in self.blocks:
+                x = blk(x, rope=rope, valid=valid)  # [B, K, D]
+            return self.norm(x)
+        outs = []
+        for i, blk in enumerate(self.blocks):
             x = blk(x, rope=rope, valid=valid)  # [B, K, D]
-        return self.norm(x)
+            if all_levels and i in self.level_taps:
+                outs.append(self.level_norms[self.level_taps.index(i)](x))  # [B, K, D]
+        return torch.cat(outs, dim=-1) if all_levels else self.level_norms[-1](x)  # [B, K, L D] or [B, K, D]
 
     def forward(
         self, video: torch.Tensor, idx: torch.Tensor | None = None, valid: torch.Tensor | None = None

@@ -4,9 +4,10 @@
 transformer blocks on the kept tokens of each family; with no indices it encodes the full clip (the target
 encoder). The official code re-embeds the clip for every family. Wrapping also gives FSDP2 one root module whose
 forward covers the embedding, the blocks and the final norm, and the parameter names the `backbone.` prefix
-that official V-JEPA checkpoints use after `module.`.
+that official V-JEPA checkpoints use after `module.`. With deep supervision (backbone `levels` > 1) it returns every
+level, concatenated ([..., L D]), as training needs for both the context and the target encoder.
 
-Shapes: B batch, C channels, T frames, N tokens, K kept tokens, D width.
+Shapes: B batch, C channels, T frames, N tokens, K kept tokens, D width (L D with L levels).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class MultiMaskEncoder(nn.Module):
     ) -> torch.Tensor | list[torch.Tensor]:
         tokens, grid = self.backbone.embed(video)  # [B, N, D]
         if idx is None:
-            return self.backbone.forward_tokens(tokens, grid)  # [B, N, D]
+            return self.backbone.forward_tokens(tokens, grid, all_levels=True)  # [B, N, L D]
         valid = valid if valid is not None else [None] * len(idx)
-        return [self.backbone.forward_tokens(tokens, grid, i, v) for i, v in zip(idx, valid)]  # [B, K_f, D] each
+        # [B, K_f, L D] each
+        return [self.backbone.forward_tokens(tokens, grid, i, v, all_levels=True) for i, v in zip(idx, valid)]

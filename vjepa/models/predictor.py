@@ -13,6 +13,14 @@ convention). One mask token per mask family (`family` selects it), zero-initiali
 Parameter names are the official V-JEPA 1 predictor names with the `predictor_` prefix removed
 (`predictor_embed` -> `embed`, `mask_tokens.{k}`, `predictor_pos_embed` -> `pos_embed` (buffer),
 `predictor_blocks` -> `blocks`, `predictor_norm` -> `norm`, `predictor_proj` -> `proj`).
+V-JEPA 2.1 (arXiv 2603.14482; github.com/facebookresearch/vjepa2 `app/vjepa_2_1/models/predictor.py`):
+  - `context_head=True` adds a second output projection `proj_context` (official `predictor_proj_context`) applied
+    to the predictor's outputs at the context tokens after the final LayerNorm: `forward(..., return_context=True)`
+    returns (predictions at the targets, predictions at the context tokens), for the dense (context) loss.
+  - `levels=4` (deep supervision): the input is the encoder's 4 concatenated levels, so `embed` is an MLP
+    Linear(4 D, D) -> GELU -> Linear(D, P) (`embed.0`, `embed.2`; the official `predictor_embed` Sequential; GELU
+    since the official configs leave `use_pred_silu` off), and both heads project to 4 D.
+  With the defaults (`levels=1`, no context head) parameters, names and numerics are the V-JEPA 1/2 predictor's.
 Departures: the official V-JEPA 2 / `transformers` predictor sorts the joint sequence by position before the
 blocks and unsorts afterwards; self-attention without a mask is permutation-equivariant and RoPE depends only on
 each token's own index, so we skip the sort (outputs equal up to float summation order). A bad `family` is an
@@ -20,10 +28,11 @@ error here, not taken modulo the number of mask tokens. Key-padding masks (polic
 
 Pixel targets (`pixel_dim` > 0, `optim.target=pixels`, vjepa/pixels.py): the output projection is a separate
 Linear `pixel_proj` to the C * tubelet * patch^2 pixel values of each target token, in place of `proj` (which
-is then absent); the feature predictor (`pixel_dim` 0) is unchanged, parameter for parameter.
+is then absent); the feature predictor (`pixel_dim` 0) is unchanged, parameter for parameter. Pixel targets take
+neither levels nor the context head.
 
-Shapes: B batch, Kc context tokens, Kt target tokens, D encoder width, P predictor width, N tokens of the grid,
-grid = (T', H', W'), X pixel target width.
+Shapes: B batch, Kc context tokens, Kt target tokens, D encoder width, L levels, P predictor width, N tokens of
+the grid, grid = (T', H', W'), X pixel target width.
 """
 
 from __future__ import annotations
@@ -39,8 +48,9 @@ POS_EMBEDS = ("sincos", "rope")
 
 
 class Predictor(nn.Module):
-    """`forward(ctx [B, Kc, D], ctx_idx [B, Kc], tgt_idx [B, Kt], grid, family) -> [B, Kt, D]` in tgt_idx order
-    ([B, Kt, X] with pixel_dim X > 0)."""
+    """`forward(ctx [B, Kc, L D], ctx_idx [B, Kc], tgt_idx [B, Kt], grid, family) -> [B, Kt, L D]` in tgt_idx
+    order (L = `levels`, 1 by default; [B, Kt, X] with pixel_dim X > 0); with `return_context` also [B, Kc, L D]
+    at the context tokens."""
 
     def __init__(
         self,
@@ -61,10 +71,14 @@ class Predictor(nn.Module):
         tubelet_size: int = 2,
         attn_impl: str = "sdpa",
         pixel_dim: int = 0,
+        levels: int = 1,
+        context_head: bool = False,
     ) -> None:
         super().__init__()
         if pos_embed not in POS_EMBEDS:
             raise ValueError(f"Predictor: unknown pos_embed {pos_embed!r}; valid: {POS_EMBEDS}")
+        if levels < 1:
+            raise ValueError(f"Predictor: levels must be >= 1, got {levels}")
         if num_mask_tokens < 1:
             raise ValueError(f"Predictor: num_mask_tokens must be >= 1, got {num_mask_tokens}")
         self.embed_dim, self.pred_embed_dim, self.depth = embed_dim, pred_embed_dim, depth
@@ -72,9 +86,15 @@ class Predictor(nn.Module):
         self.num_mask_tokens, self.pos_embed_type, self.uniform_power = num_mask_tokens, pos_embed, uniform_power
         self.img_size, self.num_frames, self.attn_impl = img_size, num_frames, attn_impl
         self.patch_size, self.tubelet_size, self.pixel_dim = patch_size, tubelet_size, pixel_dim
+        self.levels, self.context_head = levels, context_head
         self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
 
-        self.embed = nn.Linear(embed_dim, pred_embed_dim)
+        if levels == 1:
+            self.embed = nn.Linear(embed_dim, pred_embed_dim)
+        else:
+            self.embed = nn.Sequential(
+                nn.Linear(levels * embed_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, pred_embed_dim)
+            )
         self.mask_tokens = nn.ParameterList(
             [nn.Parameter(torch.zeros(1, 1, pred_embed_dim)) for _ in range(num_mask_tokens)]
         )
@@ -99,12 +119,15 @@ class Predictor(nn.Module):
             ]
         )
         self.norm = nn.LayerNorm(pred_embed_dim, eps=norm_eps)
+        if pixel_dim > 0 and (levels != 1 or context_head):
+            raise ValueError("Predictor: pixel targets (pixel_dim > 0) take neither levels > 1 nor the context head")
         if pixel_dim > 0:  # pixel targets: its own output Linear, no feature projection
             self.proj = None
             self.pixel_proj = nn.Linear(pred_embed_dim, pixel_dim)
         else:
-            self.proj = nn.Linear(pred_embed_dim, embed_dim)
+            self.proj = nn.Linear(pred_embed_dim, levels * embed_dim)
             self.pixel_proj = None
+        self.proj_context = nn.Linear(pred_embed_dim, levels * embed_dim) if context_head else None
 
     @torch.no_grad()
     def reset_pos_embed(self) -> None:
@@ -122,14 +145,18 @@ class Predictor(nn.Module):
         family: int = 0,
         ctx_valid: torch.Tensor | None = None,
         tgt_valid: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Predict the encoder representation at `tgt_idx` from context tokens `ctx` at `ctx_idx` -> [B, Kt, D]
-        (the pixel targets [B, Kt, X] with pixel_dim X > 0)."""
+        return_context: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Predict the encoder representation at `tgt_idx` from context tokens `ctx` at `ctx_idx` -> [B, Kt, L D]
+        (the pixel targets [B, Kt, X] with pixel_dim X > 0); with `return_context` (needs the context head) ->
+        (that, the context head's output [B, Kc, L D])."""
+        if return_context and self.proj_context is None:
+            raise ValueError("Predictor: return_context needs a predictor built with context_head=True")
         if not 0 <= family < self.num_mask_tokens:
             raise ValueError(f"Predictor: family {family} out of range; this predictor has {self.num_mask_tokens}")
         b, kc, _ = ctx.shape
         kt = tgt_idx.shape[1]
-        x = self.embed(ctx)  # [B, Kc, P]
+        x = self.embed(ctx)  # [B, Kc, P] (from [B, Kc, L D])
         m = self.mask_tokens[family].to(x.dtype).expand(b, kt, -1)  # [B, Kt, P]
         if self.pos_embed is not None:
             table = interpolate_table(self.pos_embed[0], self.grid, grid).to(x.dtype)  # [N, P]
@@ -150,7 +177,10 @@ class Predictor(nn.Module):
 
         for blk in self.blocks:
             x = blk(x, rope=rope, valid=valid)  # [B, Kc + Kt, P]
+        if return_context:
+            x = self.norm(x)  # [B, Kc + Kt, P]
+            return self.proj(x[:, kc:]), self.proj_context(x[:, :kc])  # [B, Kt, L D], [B, Kc, L D]
         x = self.norm(x[:, kc:])  # [B, Kt, P]
         if self.pixel_proj is not None:
             return self.pixel_proj(x)  # [B, Kt, X]
-        return self.proj(x)  # [B, Kt, D]
+        return self.proj(x)  # [B, Kt, L D]

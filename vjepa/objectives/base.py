@@ -57,7 +57,7 @@ class ObjectiveOutput:
 
 @dataclass
 class FamilyState:
-    """One mask family of the step. `z` and `pred` carry gradients; `target` does not."""
+    """One mask family of the step. `z`, `pred` and `ctx_pred` carry gradients; `target` does not."""
 
     ctx_idx: torch.Tensor  # [B, Kc] long
     tgt_idx: torch.Tensor  # [B, Kt] long
@@ -66,6 +66,7 @@ class FamilyState:
     z: torch.Tensor  # [B, Kc, D] context-encoder output
     pred: torch.Tensor  # [B, Kt, D] predictor output at tgt_idx
     target: torch.Tensor  # [B, Kt, D] h at tgt_idx, fp32, no grad
+    ctx_pred: torch.Tensor | None = None  # [B, Kc, D] the predictor's context head (V-JEPA 2.1 dense loss on), grad
 
 
 def _valid(valid: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:

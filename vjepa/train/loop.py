@@ -9,7 +9,9 @@ functions of it, so a run stopped at step k and resumed continues exactly. Run-f
 errors reach every rank and end the run with one line and exit code 2 (`main`).
 
 A non-finite loss stops the run with a message before anything is saved, so the last good checkpoint stays
-intact. SIGTERM/SIGUSR1/SIGUSR2 (preemption, time limit) end the run after the current step with a checkpoint at
+intact. The optional loss guard (`optim.loss_guard_k` > 0, vjepa/train/loss_guard.py) skips the update of a spiking
+step (its state travels in each checkpoint's meta.json) and stops the run the same way after too many skips.
+SIGTERM/SIGUSR1/SIGUSR2 (preemption, time limit) end the run after the current step with a checkpoint at
 that step and exit code 75, and `train.checkpoint_every_minutes` adds wall-clock checkpoints (vjepa/train/preempt.py).
 Host syncs happen on log and checkpoint steps only, plus, with several processes, the per-step agreement of all
 ranks on those two decisions (two flags in one all_reduce).
@@ -54,6 +56,7 @@ from vjepa.train.checkpoint import (
 )
 from vjepa.train.counters import DataCounts, summary_line
 from vjepa.train.ema import ema_pairs, local_shard
+from vjepa.train.loss_guard import GuardOptions, LossGuard, LossSpikeError
 from vjepa.train.optim import build_optimizer
 from vjepa.train.preempt import PREEMPTED_EXIT_CODE, CheckpointClock, StopSignals, agree
 from vjepa.train.rundir import RunFolderError, RunLock, check_existing_run, folder_error, record_start, truncate_log
@@ -65,10 +68,13 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
-    """Encoder (wrapped for multi-mask use) and predictor, initialised at the one init site. With
+def build_models(cfg: Config, context_head: bool | None = None) -> tuple[MultiMaskEncoder, Predictor]:
+    """Encoder (wrapped for multi-mask use) and predictor, initialised at the one init site. The predictor gets the
+    V-JEPA 2.1 context head when `context_head` (None: when the config's dense loss is on). With
     optim.target=pixels the predictor ends in a Linear to the pixels of a tubelet (vjepa/pixels.py)."""
     m, d = cfg.model, cfg.data
+    if context_head is None:
+        context_head = cfg.optim.dense_weight > 0
     arch = m.resolved()
     common = dict(
         img_size=d.crop_size,
@@ -85,6 +91,7 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
         depth=arch["depth"],
         num_heads=arch["num_heads"],
         mlp_ratio=arch["mlp_ratio"],
+        levels=m.levels,
         **common,
     )
     pred_arch = m.predictor_arch()
@@ -97,6 +104,8 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
         mlp_ratio=pred_arch["mlp_ratio"],
         num_mask_tokens=len(cfg.mask.families),
         pixel_dim=pixels,
+        levels=m.levels,
+        context_head=context_head,
         **common,
     )
     init_weights(encoder, rescale=m.init_rescale)
@@ -105,15 +114,16 @@ def build_models(cfg: Config) -> tuple[MultiMaskEncoder, Predictor]:
 
 
 def objective_dims(cfg: Config) -> Dims:
-    """What the auxiliary objectives of a run may size their heads by."""
+    """What the auxiliary objectives of a run may size their heads by (width L x D with L deep-supervision levels)."""
     m, d = cfg.model, cfg.data
     grid = (d.frames_per_clip // m.tubelet_size, d.crop_size // m.patch_size, d.crop_size // m.patch_size)
     return Dims(
-        dim=m.resolved()["embed_dim"],
+        dim=m.resolved()["embed_dim"] * m.levels,
         grid=grid,
         tubelet=m.tubelet_size,
         patch=m.patch_size,
         num_families=len(cfg.mask.families),
+        levels=m.levels,
         total_steps=cfg.optim.total_steps,
     )
 
@@ -319,8 +329,12 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
 
     # ---- resume
     start_step = 0
+    guard = LossGuard(GuardOptions.from_config(cfg.optim)) if cfg.optim.loss_guard_k > 0 else None
     if ckpt is not None:
-        start_step = load_checkpoint(ckpt, models, optimizer)["step"]  # checks the architecture first
+        meta = load_checkpoint(ckpt, models, optimizer)  # checks the architecture first
+        start_step = meta["step"]
+        if guard is not None:
+            guard.load_state_dict(meta.get("loss_guard"))
     # only now is the run known to be compatible: record this start, open the log (cut back to start_step)
     logger, error = RunLogger(run_dir, False, False), None
     if info.is_main:
@@ -347,7 +361,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
         f"training steps {start_step} -> {end_step} of {o.total_steps}; world size {info.world_size}; "
         f"global batch {global_batch}; {n_params / 1e6:.2f}M trainable parameters; {device} {dtype}"
     )
-    objective = Objective.from_config(o)
+    objective = Objective.from_config(o, cfg.model.levels)
     history: list[dict] = []
     bad = torch.zeros((), dtype=torch.bool, device=device)
     data_time = step_time = 0.0
@@ -370,6 +384,9 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
         hp = hyper(o, step)
         clip = o.clip_grad if (o.clip_grad > 0 and (not o.clip_after_warmup or step >= o.warmup_steps)) else 0.0
         is_log = (step + 1) % t.log_every == 0 or step == start_step or step + 1 == end_step
+        admit = None
+        if guard is not None:  # one host sync per step, only with the guard on; the same decision on every rank
+            admit = lambda loss, s=step: guard.admit(all_reduce_mean(loss).item(), s)  # noqa: E731
         out = train_step(
             encoder=encoder,
             target_encoder=target_encoder,
@@ -390,7 +407,10 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
             heads=models["objectives"] if aux else None,
             step=step,
             total_steps=o.total_steps,
+            guard=admit,
         )
+        if out.skipped:
+            _report_skip(logger, guard, step, run_dir, last_good)
         bad |= ~torch.isfinite(out.loss)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -437,12 +457,19 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 **totals,
             }
             record["jepa_loss"] = statistics.fmean(record[f"loss_{i}"] for i in range(len(out.family_losses)))
+            if out.dense is not None:
+                record["dense_loss"] = all_reduce_mean(out.dense).item()
+                record["dense_weight"] = objective.dense_lambda(step)
+            if guard is not None:
+                record["skipped_updates"] = guard.skips
             aux_values = {f"aux.{k}": all_reduce_mean(v).item() for k, v in (out.aux or {}).items()}
             record.update(aux_values)
             history.append(record)
             logger.log(record)
             collapse = t.collapse_threshold > 0 and record["target_spread"] < t.collapse_threshold
-            jepa = f" (jepa {record['jepa_loss']:.4f})" if objective.regularised or aux else ""
+            jepa = f" (jepa {record['jepa_loss']:.4f})" if objective.regularised or aux or objective.dense else ""
+            if out.dense is not None:
+                jepa += f" dense {record['dense_loss']:.4f} x {record['dense_weight']:.3g}"
             jepa += "".join(f" {k.removeprefix('aux.')} {v:.4g}" for k, v in aux_values.items() if k.count(".") == 1)
             logger.print(
                 f"step {step + 1}/{end_step} loss {loss:.4f}{jepa} lr {hp.lr:.2e} wd {hp.weight_decay:.3f} "
@@ -463,7 +490,11 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 models,
                 optimizer,
                 t.keep_last,
-                {"loss": history[-1]["loss"] if history else math.nan, "data_counts": totals},
+                {
+                    "loss": history[-1]["loss"] if history else math.nan,
+                    "data_counts": totals,
+                    **({"loss_guard": guard.state_dict()} if guard is not None else {}),
+                },
             )
             last_good = step + 1
             clock.reset()
@@ -486,15 +517,30 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
     }
 
 
+def _report_skip(logger: RunLogger, guard: LossGuard, step: int, run_dir: Path, last_good: int) -> None:
+    """Say that the loss guard skipped the update of `step`; LossSpikeError once it skipped too many."""
+    o = guard.options
+    logger.print(
+        f"step {step + 1}: loss above the guard's bound {guard.last_bound:.4f} (mean + {o.k:g} std of the last "
+        f"{len(guard.losses)} kept losses): update skipped ({guard.skips} skipped, at most {o.max_skips})"
+    )
+    if guard.exhausted:
+        raise LossSpikeError(
+            f"the loss guard skipped {guard.skips} updates, more than optim.loss_guard_max_skips={o.max_skips}; "
+            f"stopping at step {step + 1}. The last good checkpoint (step {last_good}) in {run_dir / 'checkpoints'} "
+            "is intact; lower optim.lr, check the data, or raise optim.loss_guard_k."
+        )
+
+
 def main(cfg: Config) -> int:
-    """`vjepa pretrain`: 0 done, 2 bad input, 3 non-finite loss, PREEMPTED_EXIT_CODE (75) stopped by a signal
-    after writing a checkpoint (run it again to resume)."""
+    """`vjepa pretrain`: 0 done, 2 bad input, 3 non-finite loss or too many loss spikes, PREEMPTED_EXIT_CODE (75)
+    stopped by a signal after writing a checkpoint (run it again to resume)."""
     from vjepa.distributed import shutdown
 
     with StopSignals() as stop:
         try:
             result = train(cfg, stop=stop)
-        except NonFiniteLoss as err:
+        except (NonFiniteLoss, LossSpikeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 3
         except (

@@ -6,9 +6,17 @@
         p_f = predictor(z_f, ctx_idx_f, tgt_idx_f)  predictions at the target positions
         loss_f = mean |p_f - h[tgt_idx_f]|^p / p
     loss = mean_f loss_f  (+ optional variance hinge on p_f)
+    loss += lambda(step) * mean_f dense_f           V-JEPA 2.1 dense (context) loss, when optim.dense_weight > 0:
+                                                    the predictor's context head at ctx_idx_f against h there
+                                                    (vjepa/train/dense.py)
     loss = jepa_scale * loss + sum_i w_i aux_i(state)   auxiliary objectives (vjepa/objectives), when configured
     AdamW step (clip after warmup: one global norm, or encoder and predictor each as V-JEPA 1), then EMA:
     target <- m target + (1 - m) encoder
+    (a loss guard, when given, can veto the AdamW step of a spiking loss; the EMA update still runs:
+    vjepa/train/loss_guard.py)
+
+With V-JEPA 2.1 deep supervision (model.levels = 4) the encoders emit 4 concatenated levels and h is layer normed
+per D-wide chunk (`compute_targets`); every width below is then 4 D.
 
 Pixel targets (`optim.target=pixels`, vjepa/pixels.py): h is the clip's normalised pixels per token instead (the
 target encoder is not run; it is still EMA-updated, so export and evaluation read it as usual) and loss_f is the
@@ -17,16 +25,15 @@ pixel loss (L2 or L1 per token); `target_spread`, `token_spread` and the rank th
 No host synchronisation here: metrics are returned as tensors and read on log steps only. With no auxiliary
 objective no step state is built: the step is the plain one, operation for operation.
 
-Shapes: B batch, N tokens, Kc context tokens, Kt target tokens, D encoder width.
+Shapes: B batch, N tokens, Kc context tokens, Kt target tokens, D target width (L levels x encoder width).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vjepa.losses import effective_rank, jepa_loss, prediction_std, variance_hinge
@@ -34,6 +41,7 @@ from vjepa.masks.ops import gather_tokens
 from vjepa.objectives.base import FamilyState, StepState
 from vjepa.objectives.registry import Planned
 from vjepa.pixels import pixel_loss, pixel_targets
+from vjepa.train.dense import chunk_layer_norm, context_distance, dense_lambda, dense_loss, distance_weights
 from vjepa.train.ema import ema_update
 from vjepa.train.optim import set_hyper
 from vjepa.train.schedules import Hyper
@@ -48,15 +56,38 @@ class Objective:
     var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on the predictions
     target: str = "features"  # features | pixels (vjepa/pixels.py)
     pixel_loss: str = "l2"  # pixel targets: l2 | l1
+    levels: int = 1  # V-JEPA 2.1 deep supervision: encoder levels concatenated in the target width
+    dense_weight: float = 0.0  # V-JEPA 2.1 dense (context) loss weight lambda; 0: off
+    dense_warmup_start: int = 0
+    dense_warmup_end: int = 0
+    dense_distance_weighting: bool = False
 
     @classmethod
-    def from_config(cls, o) -> Objective:
-        """From an OptimConfig."""
-        return cls(o.loss_exp, o.var_reg_weight, o.target, o.pixel_loss)
+    def from_config(cls, o, levels: int = 1) -> Objective:
+        """From an OptimConfig (and the model's levels)."""
+        return cls(
+            o.loss_exp,
+            o.var_reg_weight,
+            o.target,
+            o.pixel_loss,
+            levels,
+            o.dense_weight,
+            o.dense_warmup_start,
+            o.dense_warmup_end,
+            o.dense_distance_weighting,
+        )
 
     @property
     def regularised(self) -> bool:
         return self.var_reg_weight > 0
+
+    @property
+    def dense(self) -> bool:
+        return self.dense_weight > 0
+
+    def dense_lambda(self, step: int) -> float:
+        """The dense loss weight at `step`."""
+        return dense_lambda(self.dense_weight, self.dense_warmup_start, self.dense_warmup_end, step)
 
 
 @dataclass
@@ -68,12 +99,34 @@ class StepOutput:
     token_spread: torch.Tensor | None = None  # std over the tokens of each clip of the targets, averaged
     target_rank: torch.Tensor | None = None  # effective rank of the target tokens of the batch (when asked for)
     aux: dict[str, torch.Tensor] | None = None  # auxiliary objectives: unweighted losses and metrics (detached)
+    dense: torch.Tensor | None = None  # V-JEPA 2.1 dense loss, unweighted, mean over families (detached)
+    skipped: bool = False  # the loss guard vetoed this step's update
 
 
 @torch.no_grad()
-def compute_targets(target_encoder: nn.Module, video: torch.Tensor) -> torch.Tensor:
-    h = target_encoder(video)  # [B, N, D]
-    return F.layer_norm(h.float(), (h.shape[-1],))  # [B, N, D]
+def compute_targets(target_encoder: nn.Module, video: torch.Tensor, levels: int = 1) -> torch.Tensor:
+    h = target_encoder(video)  # [B, N, D] (D = L x encoder width)
+    return chunk_layer_norm(h, levels)  # [B, N, D] fp32, normed per encoder-width chunk
+
+
+def _predict(
+    predictor: nn.Module, z: torch.Tensor, m, grid: tuple[int, int, int], family: int, with_context: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(predictions at the targets [B, Kt, D], at the context tokens [B, Kc, D] or None without the dense loss)."""
+    kw = dict(family=family, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
+    if with_context:
+        return predictor(z, m.ctx_idx, m.tgt_idx, grid, return_context=True, **kw)
+    return predictor(z, m.ctx_idx, m.tgt_idx, grid, **kw), None
+
+
+def dense_term(
+    ctx_pred: torch.Tensor, h: torch.Tensor, m, grid: tuple[int, int, int], objective: Objective
+) -> torch.Tensor:
+    """One family's dense loss: the context predictions [B, Kc, D] against h at the context tokens."""
+    weights = None
+    if objective.dense_distance_weighting:
+        weights = distance_weights(context_distance(m.ctx_idx, m.tgt_idx, grid, m.tgt_valid))  # [B, Kc]
+    return dense_loss(ctx_pred, gather_tokens(h, m.ctx_idx), objective.loss_exp, m.ctx_valid, weights)
 
 
 def step_targets(
@@ -82,7 +135,7 @@ def step_targets(
     """h [B, N, D] for feature targets; the normalised pixel targets [B, N, C t p p] (no target encoder forward)."""
     if objective.target == "pixels":
         return pixel_targets(video, video.shape[2] // grid[0], video.shape[3] // grid[1])  # [B, N, C t p p]
-    return compute_targets(target_encoder, video)  # [B, N, D]
+    return compute_targets(target_encoder, video, objective.levels)  # [B, N, D] (D = levels x encoder width)
 
 
 def token_loss(
@@ -114,15 +167,18 @@ def forward_loss(
 ) -> tuple[
     torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]
 ]:
-    """(loss, per-family JEPA losses, (target spread, token spread, rank), auxiliary losses and metrics)."""
+    """(loss, per-family JEPA losses, (target spread, token spread, rank), auxiliary losses and metrics, plus
+    `dense`, the unweighted dense loss, when it is on)."""
     h = step_targets(target_encoder, video, grid, objective)  # [B, N, D]
     spread = h.mean(dim=1).std(dim=0).mean()
     token_spread = h.std(dim=1).mean()  # near 0 when all tokens of a clip carry the same feature
     rank = effective_rank(h.reshape(-1, h.shape[-1])) if want_rank else None
     contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])  # list of [B, Kc, D]
-    family_losses, total, stds, states = [], 0.0, [], []
+    family_losses, total, stds, states, dense_terms = [], 0.0, [], [], []
     for f, (m, z) in enumerate(zip(masks, contexts)):
-        pred = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
+        pred, ctx_pred = _predict(predictor, z, m, grid, f, objective.dense)
+        if ctx_pred is not None:
+            dense_terms.append(dense_term(ctx_pred, h, m, grid, objective))
         target = gather_tokens(h, m.tgt_idx)  # [B, Kt, D]
         loss_f = token_loss(pred, target, objective, m.tgt_valid)
         if objective.var_reg_weight > 0:
@@ -130,10 +186,13 @@ def forward_loss(
         family_losses.append(loss_f.detach())
         total = total + loss_f
         if aux:
-            states.append(FamilyState(m.ctx_idx, m.tgt_idx, m.ctx_valid, m.tgt_valid, z, pred, target))
+            states.append(FamilyState(m.ctx_idx, m.tgt_idx, m.ctx_valid, m.tgt_valid, z, pred, target, ctx_pred))
     loss = total / len(masks)
     if stds:
         loss = loss + objective.var_reg_weight * variance_hinge(stds)
+    dense = torch.stack(dense_terms).mean() if dense_terms else None
+    if dense is not None:
+        loss = loss + objective.dense_lambda(step) * dense
     metrics: dict[str, torch.Tensor] = {}
     if aux:
         state = StepState(
@@ -148,6 +207,8 @@ def forward_loss(
             online_full=lambda: encoder(video),
         )
         loss, metrics = add_objectives(loss, aux, state)
+    if dense is not None:
+        metrics["dense"] = dense.detach()
     return loss, family_losses, (spread, token_spread, rank), metrics
 
 
@@ -224,16 +285,27 @@ def train_step(
     heads: nn.Module | None = None,
     step: int = 0,
     total_steps: int = 1,
+    guard: Callable[[torch.Tensor], bool] | None = None,
 ) -> StepOutput:
     """One update. `aux`: the run's auxiliary objectives (vjepa.objectives.plan_objectives), `heads` the module
-    holding their parameters (models["objectives"]), `step` / `total_steps` what schedules inside them read."""
+    holding their parameters (models["objectives"]), `step` / `total_steps` what schedules inside them read.
+    `guard(loss)` (the loss guard, called after the backward pass) returns False to skip the optimiser step: the
+    gradients are dropped and only the EMA update runs."""
     set_hyper(optimizer, hp.lr, hp.weight_decay)
     optimizer.zero_grad(set_to_none=True)
     loss, family_losses, (spread, token_spread, rank), metrics = forward_loss(
         encoder, target_encoder, predictor, video, masks, grid, objective, want_rank, aux, step, total_steps
     )
     loss.backward()
-    grad_norm = clip_gradients(encoder, predictor, optimizer, clip_grad, clip_grad_mode, want_grad_norm, heads)
-    optimizer.step()
+    apply = guard is None or guard(loss.detach())
+    grad_norm = None
+    if apply:
+        grad_norm = clip_gradients(encoder, predictor, optimizer, clip_grad, clip_grad_mode, want_grad_norm, heads)
+        optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
     ema_update(ema_targets, ema_sources, hp.momentum)
-    return StepOutput(loss.detach(), family_losses, spread, grad_norm, token_spread, rank, metrics or None)
+    dense = metrics.pop("dense", None)
+    return StepOutput(
+        loss.detach(), family_losses, spread, grad_norm, token_spread, rank, metrics or None, dense, not apply
+    )
