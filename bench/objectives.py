@@ -89,7 +89,7 @@ def measure(arm: str, steps: int, warmup: int, overrides: list[str]) -> dict:
     masks_gen = build_mask_generator(cfg)
     times = []
     for s in range(warmup + steps):
-        masks = [m.to(device) for m in masks_gen(s, d.batch_size)]
+        masks = [m.to(device) for m in masks_gen(s, d.batch_size, video=video.cpu())]  # built by loader workers
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
