@@ -118,7 +118,8 @@ def test_bad_values_are_one_line_errors_naming_the_key(override, key, capsys):
 
 
 def test_every_bounded_key_exists_and_defaults_pass():
-    from vjepa.config import BOUNDS, Config, check_bounds
+    from vjepa.config import Config
+    from vjepa.config_checks import BOUNDS, check_bounds
 
     cfg = Config()
     for key in BOUNDS:
