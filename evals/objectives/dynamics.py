@@ -35,6 +35,7 @@ Shapes: B batch, N tokens, T' H' W' the token grid, D target width, C colour cha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -109,6 +110,20 @@ class HeadOptions:
         return "" if self.hidden >= 1 else f"hidden={self.hidden} must be >= 1"
 
 
+Head = Callable[[torch.Tensor], torch.Tensor]
+
+
+def next_step_l1(state: StepState, predict: Head, target: torch.Tensor) -> torch.Tensor:
+    """Mean over mask families of the L1 error of `predict(Z_t)` against `target` [B, T'-1, H', W', C] on the
+    positions visible at t and t + 1 (per sample, then over samples)."""
+    losses = []
+    for f in range(len(state.families)):
+        z, _ = state.scattered(f)  # [B, T', H', W', D]
+        err = (predict(z[:, :-1]) - target).abs().mean(dim=-1)  # [B, T'-1, H', W']
+        losses.append(masked_mean(err, state.pairs(f)))
+    return torch.stack(losses).mean()
+
+
 @register
 class Delta(AuxObjective):
     name = "delta"
@@ -149,13 +164,7 @@ class LatentDynamics(AuxObjective):
         return self.head(z[..., self.split :])
 
     def forward(self, state: StepState) -> ObjectiveOutput:
-        dh = time_diff(state.h_grid())  # [B, T'-1, H', W', D], no grad
-        losses = []
-        for f in range(len(state.families)):
-            z, _ = state.scattered(f)  # [B, T', H', W', D]
-            err = (self.predict(z[:, :-1]) - dh).abs().mean(dim=-1)  # [B, T'-1, H', W']
-            losses.append(masked_mean(err, state.pairs(f)))
-        return ObjectiveOutput(torch.stack(losses).mean())
+        return ObjectiveOutput(next_step_l1(state, self.predict, time_diff(state.h_grid())))  # dh: no grad
 
 
 @register
@@ -224,13 +233,7 @@ class ActionConditioned(AuxObjective):
     def forward(self, state: StepState) -> ObjectiveOutput:
         if state.video.shape[1] != RGB:
             raise ValueError(f"objective {self.name!r}: needs an RGB clip, got {state.video.shape[1]} channels")
-        target = action_target(state)  # [B, T'-1, H', W', 3]
-        losses = []
-        for f in range(len(state.families)):
-            z, _ = state.scattered(f)  # [B, T', H', W', D]
-            err = (self.predict(z[:, :-1]) - target).abs().mean(dim=-1)  # [B, T'-1, H', W']
-            losses.append(masked_mean(err, state.pairs(f)))
-        return ObjectiveOutput(torch.stack(losses).mean())
+        return ObjectiveOutput(next_step_l1(state, self.predict, action_target(state)))  # [B, T'-1, H', W', 3]
 
 
 @register
