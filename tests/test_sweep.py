@@ -173,3 +173,10 @@ def test_sweep_through_submitit_local_executor(tmp_path):
     assert (tmp_path / "sweep" / "runs" / "plain" / "seed3" / "eval" / "results.json").exists()
     again = sweep(str(path), "--backend", "slurm")
     assert again.returncode == 0 and "0 tasks submitted, 1 runs already done" in again.stdout
+
+
+def test_shipped_sweeps_load(monkeypatch):
+    monkeypatch.chdir(ROOT)  # their config paths are relative to the repository root
+    for path in sorted((ROOT / "configs" / "sweeps").glob("*.yaml")):
+        cfg = load_sweep(path)  # every (arm, seed) config is loaded and validated
+        assert len(plan(cfg)) == len(cfg.arms) * len(cfg.seeds) and len(cfg.seeds) >= 3, path
