@@ -15,7 +15,9 @@ and `sweep_status.json`). A rerun of the sweep skips the runs whose status is `d
 pretraining resumes from its newest checkpoint, a failed one starts again in the same folder (which resumes).
 A failed run is reported with its log path and never stops the others. The sweep's own folder is locked while
 it runs (`<out>/.lock`), so two sweeps never write the same runs. At the end (and by `vjepa sweep report`) the
-results are aggregated by `evals.sweep_stats`.
+results are aggregated by `evals.sweep_stats`. With `prune: true` a run that is done loses its checkpoints and
+extracted features (its logs and results stay, and are all the report reads), so a sweep folder stays small
+enough to keep, or to commit.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ from vjepa.config import ConfigError, dump_config, load_config, load_typed
 STATUS = "sweep_status.json"
 PREEMPTED = 75  # vjepa pretrain's exit status after a stop signal and a checkpoint
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+# torch.distributed variables of the process that runs the sweep (a test, a job step): a run must not join its group
+DIST_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+                  "TORCHELASTIC_RUN_ID")  # fmt: skip
 _LIVE: set[subprocess.Popen] = set()  # children running now (a stop signal is forwarded to them)
 _STOP = threading.Event()  # set by SIGTERM / SIGINT: no new run starts, running ones checkpoint and stop
 
@@ -78,6 +83,7 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0, 1, 2)  # pretraining seeds (train.seed), the same for every arm
     baseline: str = ""  # default: the first arm
     processes: int = 1  # per run: >1 runs pretraining under torchrun with that many processes
+    prune: bool = False  # after a run is done, delete its checkpoints and extracted features (results stay)
     eval: EvalRunConfig = field(default_factory=lambda: EvalRunConfig(seeds=(0,)))  # backbones, out: set per run
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
 
@@ -238,7 +244,7 @@ def run_one(cfg: SweepConfig, run: Run, data: tuple[str, str], threads: int = 0)
     status = read_status(folder)
     if status.get("state") == "done" or _STOP.is_set():
         return status if status.get("state") == "done" else {**status, "state": "cut", "error": "sweep stopped"}
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARIABLES}  # each run is a job of its own
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     status.update(arm=run.arm, seed=run.seed, state="pretraining", host=os.uname().nodename, pid=os.getpid())
@@ -288,8 +294,27 @@ def run_one(cfg: SweepConfig, run: Run, data: tuple[str, str], threads: int = 0)
         status.update(state=state, log=str(log), exit_status=code, error=_last_error(log))
     else:
         status.update(state="done", log="", exit_status=0, error="")
+        if cfg.prune:
+            status["pruned_mb"] = prune_run(folder)
     write_status(folder, status)
     return status
+
+
+def prune_run(folder: Path) -> float:
+    """Delete what a finished run no longer needs for the report (asked for by `prune: true`): its checkpoints and
+    the token features its evaluations extracted. Returns the megabytes freed."""
+    import shutil
+
+    freed = 0
+    targets = [folder / "run" / "checkpoints", *sorted((folder / "eval").glob("**/*_tokens.pt"))]
+    for path in targets:
+        if path.is_dir():
+            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            shutil.rmtree(path)
+        elif path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+    return freed / 2**20
 
 
 class Progress:

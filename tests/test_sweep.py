@@ -48,8 +48,12 @@ def write_sweep(tmp: Path, arms: list[dict], steps: int = 6, **extra) -> Path:
     return path
 
 
+# As if the sweep were started inside a distributed job: its runs must not inherit that job's process group.
+DIST_ENV = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+
+
 def sweep(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **DIST_ENV}
     return subprocess.run(
         [sys.executable, "-m", "vjepa.cli", "sweep", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -103,11 +107,14 @@ def test_sweep_failure_resume_and_report(tmp_path):
         {"name": "plain", "configs": [str(ROOT / "configs/ablations/plain.yaml")]},
         {"name": "broken", "overrides": ["data.source=csv", f"data.csv_paths=[{missing}]"]},
     ]
-    path = write_sweep(tmp_path, arms, baseline="plain")
+    path = write_sweep(tmp_path, arms, baseline="plain", prune=True)
     first = sweep(str(path))
     assert first.returncode == 1, first.stdout + first.stderr
     assert "broken seed 0 failed" in first.stdout and "pretrain.log" in first.stdout
     assert status(tmp_path, "plain", 0)["state"] == status(tmp_path, "plain", 1)["state"] == "done"
+    run0 = tmp_path / "sweep" / "runs" / "plain" / "seed0"
+    assert not (run0 / "run" / "checkpoints").exists() and not list(run0.glob("eval/**/*_tokens.pt"))  # pruned
+    assert (run0 / "run" / "log.jsonl").exists() and status(tmp_path, "plain", 0)["pruned_mb"] > 1
     bad = status(tmp_path, "broken", 1)
     assert bad["state"] == "failed" and bad["log"].endswith("pretrain.log") and str(missing) in bad["error"]
     results = json.loads((tmp_path / "sweep" / "results.json").read_text())
@@ -141,7 +148,7 @@ def test_sweep_failure_resume_and_report(tmp_path):
 
 def test_sweep_stopped_by_sigterm_resumes(tmp_path):
     path = write_sweep(tmp_path, [{"name": "plain"}], steps=40, seeds=[0])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **DIST_ENV}
     proc = subprocess.Popen([sys.executable, "-m", "vjepa.cli", "sweep", str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
     log = tmp_path / "sweep" / "runs" / "plain" / "seed0" / "run" / "log.jsonl"
