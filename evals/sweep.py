@@ -270,7 +270,8 @@ def run_one(cfg: SweepConfig, run: Run, data: tuple[str, str], threads: int = 0)
         status["peak_rss_mb"] = max(status.get("peak_rss_mb", 0.0), rss)
         if code != 0:
             state = "cut" if code == PREEMPTED else "failed"
-            status.update(state=state, log=str(log), exit_status=code, error=_last_error(log))
+            error = "stopped by a signal after a checkpoint; resumes from it" if code == PREEMPTED else _last_error(log)
+            status.update(state=state, log=str(log), exit_status=code, error=error)
             write_status(folder, status)
             return status
         status["pretrain_done"] = True
