@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from evals.run import EVAL_KINDS, EvalRunConfig
+from launch.local import pretrain_command
+from launch.slurm import failure_reason
 from vjepa.config import ConfigError, dump_config, load_config, load_typed
 
 STATUS = "sweep_status.json"
@@ -100,10 +102,12 @@ class Run:
     def label(self) -> str:
         return f"{self.arm} seed {self.seed}"
 
+    def config_overrides(self) -> list[str]:
+        """The arm's overrides, then this run's seed and run folder."""
+        return [*self.overrides, f"train.seed={self.seed}", f"train.run_dir={self.folder / 'run'}"]
+
     def pretrain_args(self) -> list[str]:
-        args = [w for c in self.configs for w in ("--config", c)]
-        run_dir = self.folder / "run"
-        return [*args, *self.overrides, f"train.seed={self.seed}", f"train.run_dir={run_dir}"]
+        return [*(w for c in self.configs for w in ("--config", c)), *self.config_overrides()]
 
 
 def _value_text(value: Any) -> str:
@@ -156,11 +160,8 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
         raise ConfigError(f"{path}: eval.data.train_csv and val_csv: give both or neither (neither: synthetic)")
     cfg = replace(cfg, name=name, out=cfg.out or f"runs/sweeps/{name}", arms=tuple(arms), grid={}, baseline=baseline)
     for run in plan(cfg):
-        words = run.pretrain_args()
-        files = [words[i + 1] for i in range(0, len(words), 2) if words[i] == "--config"]
-        rest = [w for w in words if w not in files and w != "--config"]
         try:
-            load_config(files or None, rest)
+            load_config(list(run.configs) or None, run.config_overrides())
         except ConfigError as err:
             raise ConfigError(f"{path}: arm {run.arm!r}: {err}") from None
     return cfg
@@ -253,17 +254,7 @@ def run_one(cfg: SweepConfig, run: Run, data: tuple[str, str], threads: int = 0)
     write_status(folder, status)
     if not status.get("pretrain_done"):
         log = folder / "pretrain.log"
-        if cfg.processes > 1:
-            launcher = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                f"--nproc_per_node={cfg.processes}",
-            ]
-            cmd = [*launcher, "-m", "vjepa.cli", "pretrain", *run.pretrain_args()]
-        else:
-            cmd = [sys.executable, "-m", "vjepa.cli", "pretrain", *run.pretrain_args()]
+        cmd = pretrain_command(cfg.processes, run.pretrain_args())
         t0 = time.time()
         code, rss = _child(cmd, log, env)
         status["pretrain_s"] = status.get("pretrain_s", 0.0) + time.time() - t0
@@ -430,8 +421,7 @@ def run_slurm(cfg: SweepConfig, runs: list[Run], sweep_file: str, overrides: lis
             print(f"[sweep] {run.label} done", flush=True)
         except Exception as err:  # submitit's FailedJobError carries the task's traceback
             failed += 1
-            last = [ln for ln in str(err).splitlines() if ln.strip()]
-            print(f"[sweep] {run.label} failed: {last[-1] if last else err}", flush=True)
+            print(f"[sweep] {run.label} failed: {failure_reason(str(err))}", flush=True)
     return failed
 
 
@@ -485,7 +475,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(dump_config(cfg))
-    (out / "sweep.json").write_text(json.dumps({"arms": [a.name for a in cfg.arms], "baseline": cfg.baseline}))
     lock = RunLock(out)
     try:
         lock.acquire()

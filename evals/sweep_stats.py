@@ -24,6 +24,8 @@ import math
 import statistics
 from pathlib import Path
 
+from vjepa.train.rundir import log_records
+
 # Student's t 0.975 quantiles for 1..30 degrees of freedom (standard tables).
 _T975 = (
     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -71,24 +73,20 @@ def _load(path: Path) -> dict | list | None:
         return None
 
 
-def _log_records(path: Path) -> list[dict]:
-    records = []
+def _sweep_file(path: Path) -> dict:
+    """The resolved sweep file `vjepa sweep` wrote into its folder ({} when missing or unreadable)."""
+    import yaml
+
     try:
-        text = path.read_text()
-    except OSError:
-        return records
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a kill
-        if isinstance(rec, dict) and "step" in rec:
-            records.append(rec)
-    return records
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
-def run_metrics(folder: Path) -> dict[str, float]:
-    """Every number of one finished run: probe headlines (mean over probe seeds), token statistics, training."""
+def run_metrics(folder: Path, status: dict, records: list[dict]) -> dict[str, float]:
+    """Every number of one finished run: probe headlines (mean over probe seeds), token statistics, training
+    (from its log records) and cost (from its status)."""
     out: dict[str, float] = {}
     res = _load(folder / "eval" / "results.json")
     if isinstance(res, dict):
@@ -98,7 +96,6 @@ def run_metrics(folder: Path) -> dict[str, float]:
                 if cols:
                     name = row["metric"] if key == "rows" else f"features {row['metric']}"
                     out[name] = statistics.fmean(cols[0]["values"])
-    records = _log_records(folder / "run" / "log.jsonl")
     if records:
         last = records[-1]
         for key, name in (("jepa_loss", "train jepa_loss"), ("target_rank", "train target_rank"),
@@ -108,7 +105,6 @@ def run_metrics(folder: Path) -> dict[str, float]:
         times = [r["step_time"] for r in records[1:] if isinstance(r.get("step_time"), (int, float))]
         if times:
             out["cost s/step"] = statistics.median(times)
-    status = _load(folder / "sweep_status.json") or {}
     for key, name in (("peak_rss_mb", "cost peak MB"), ("pretrain_s", "cost pretrain s"), ("eval_s", "cost eval s")):
         if isinstance(status.get(key), (int, float)):
             out[name] = float(status[key])
@@ -117,9 +113,10 @@ def run_metrics(folder: Path) -> dict[str, float]:
 
 def collect(sweep: Path) -> dict:
     """{arm: {seed: metrics}} of the finished runs, the sweep's config (arms, baseline) and the unfinished runs."""
-    cfg = _load(sweep / "sweep.json") or {}
+    cfg = _sweep_file(sweep / "sweep.yaml")
     arms_order = []
     runs: dict[str, dict[int, dict[str, float]]] = {}
+    curves: dict[str, dict[int, list[tuple[int, float]]]] = {}  # per run: (step, JEPA loss) of its log
     unfinished = []
     for status_file in sorted((sweep / "runs").glob("*/seed*/sweep_status.json")):
         folder = status_file.parent
@@ -131,12 +128,16 @@ def collect(sweep: Path) -> dict:
             unfinished.append({"arm": arm, "seed": seed, "state": status.get("state"), "log": status.get("log"),
                                "error": status.get("error")})  # fmt: skip
             continue
-        runs.setdefault(arm, {})[seed] = run_metrics(folder)
-    order = [a for a in cfg.get("arms", []) if a in arms_order] + [
-        a for a in arms_order if a not in cfg.get("arms", [])
-    ]
-    return {"runs": runs, "arms": order, "baseline": cfg.get("baseline") or (order[0] if order else ""),
-            "unfinished": unfinished}  # fmt: skip
+        records = log_records(folder / "run")
+        runs.setdefault(arm, {})[seed] = run_metrics(folder, status, records)
+        curves.setdefault(arm, {})[seed] = [
+            (r["step"], r["jepa_loss"]) for r in records if isinstance(r.get("jepa_loss"), (int, float))
+        ]
+    # the sweep file's order, then any arm found on disk only
+    listed = [a.get("name") for a in cfg.get("arms", []) if isinstance(a, dict)]
+    order = [a for a in listed if a in arms_order] + [a for a in arms_order if a not in listed]
+    baseline = cfg.get("baseline") or (order[0] if order else "")
+    return {"runs": runs, "curves": curves, "arms": order, "baseline": baseline, "unfinished": unfinished}
 
 
 def aggregate(collected: dict) -> list[dict]:
@@ -267,9 +268,7 @@ def plot(sweep: Path, collected: dict, rows: list[dict]) -> list[str]:
         written.append(str(folder / name))
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, arm in enumerate(arms):
-        for j, seed in enumerate(sorted(collected["runs"].get(arm, {}))):
-            recs = _log_records(sweep / "runs" / arm / f"seed{seed}" / "run" / "log.jsonl")
-            pts = [(r["step"], r["jepa_loss"]) for r in recs if isinstance(r.get("jepa_loss"), (int, float))]
+        for j, (_, pts) in enumerate(sorted(collected["curves"].get(arm, {}).items())):
             if pts:
                 ax.plot(*zip(*pts), color=f"C{i % 10}", alpha=0.7, lw=1, label=arm if j == 0 else None)
     ax.set_xlabel("step")

@@ -23,10 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="-- then the arguments of vjepa pretrain")
 
 
+def pretrain_command(nproc: int, pretrain_args: list[str], torchrun: bool | None = None) -> list[str]:
+    """`vjepa pretrain` with these arguments under torchrun with `nproc` processes (default: only when nproc > 1),
+    else in this interpreter."""
+    if not (nproc > 1 if torchrun is None else torchrun):
+        return [sys.executable, "-m", "vjepa.cli", "pretrain", *pretrain_args]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return [*launcher, "-m", "vjepa.cli", "pretrain", *pretrain_args]
+
+
 def run(args: argparse.Namespace) -> int:
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
-    cmd += ["-m", "vjepa.cli", "pretrain", *rest]
+    cmd = pretrain_command(args.nproc, rest, torchrun=True)  # torchrun even for 1 process, as documented
     print(" ".join(cmd), flush=True)
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:

@@ -193,7 +193,7 @@ def make_executor(args: argparse.Namespace, folder: Path, code_dir: Path | None)
     return executor
 
 
-def _reason(trace: str) -> str:
+def failure_reason(trace: str) -> str:
     """The exception line of a failed job's traceback as submitit reports it (else its first line)."""
     found = re.findall(r"^\w[\w.]*(?:Error|Failed|Exception|Interrupt)\w*: .*$", trace, re.M)
     return found[-1] if found else trace.strip().splitlines()[0]
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"job {job.job_id}: {job.result()}")
         except Exception as err:  # submitit raises FailedJobError/UncompletedJobError with the task's traceback
             failed += 1
-            print(f"job {job.job_id} failed: {_reason(str(err))}", file=sys.stderr)
+            print(f"job {job.job_id} failed: {failure_reason(str(err))}", file=sys.stderr)
     return 1 if failed else 0
 
 

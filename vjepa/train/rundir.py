@@ -145,6 +145,14 @@ def log_last_step(run_dir: Path) -> int | None:
     return max(steps) if steps else None
 
 
+def log_records(run_dir: Path) -> list[dict]:
+    """The readable records of run_dir/log.jsonl that carry a step ([] without a log; a torn line is skipped)."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for step, line in _records(path.read_text()) if step is not None and step >= 0]
+
+
 def _records(text: str) -> list[tuple[int | None, str]]:
     """(step or None, line) for each line; unreadable lines (a torn last write) get step -1."""
     out = []
