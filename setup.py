@@ -13,8 +13,8 @@ setup(
         "torchvision>=0.21",
         "einops>=0.7",
         "timm>=1.0",
-        "decord>=0.6",
-        "av>=12",
+        "av>=12",  # PyAV: wheels bundle FFmpeg for every platform, the decoder that always works
+        "decord>=0.6; platform_machine == 'x86_64' or platform_machine == 'AMD64'",  # no aarch64 / arm64 wheels
         "webdataset>=0.2",
         "submitit>=1.5",
         "safetensors>=0.4",
@@ -26,11 +26,13 @@ setup(
             "pytest>=8",
             "ruff>=0.5",
             "transformers>=4.53",
+            "torchcodec>=0.10",
             "tensorboard>=2.14",
             "matplotlib>=3.7",
             "scikit-learn>=1.3",  # tests only: an independent oracle for the metrics and the ridge classifier
         ],
         "hf": ["transformers>=4.53"],
+        "video": ["torchcodec>=0.10"],  # a third decoder; needs FFmpeg 4-8 shared libraries on the system
         "eval": ["matplotlib>=3.7"],  # figures in evaluation reports
         "gpu": ["flash-attn>=2.6"],
     },

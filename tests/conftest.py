@@ -102,3 +102,26 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pyav_ffmpeg_library_path(dest: Path) -> str | None:
+    """An LD_LIBRARY_PATH value under which a child process loads torchcodec on a machine without a system FFmpeg,
+    or None: `dest` gets links named as FFmpeg's shared libraries (libavutil.so.60, ...) to the copies bundled in
+    PyAV's wheel (av.libs/libavutil-<hash>.so.60.x, whose own dependencies stay in av.libs). The dynamic loader
+    reads LD_LIBRARY_PATH only when a process starts, hence a child."""
+    import re
+
+    spec = importlib.util.find_spec("av")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    libs = Path(next(iter(spec.submodule_search_locations))).parent / "av.libs"
+    made = 0
+    dest.mkdir(parents=True, exist_ok=True)
+    for lib in sorted(libs.glob("lib*.so*")):
+        m = re.fullmatch(r"(lib(?:av|sw)[a-z]+)-[0-9a-f]+\.so\.(\d+)(?:\.\d+)*", lib.name)
+        if m:
+            link = dest / f"{m.group(1)}.so.{m.group(2)}"
+            if not link.exists():
+                link.symlink_to(lib)
+            made += 1
+    return os.pathsep.join([str(dest), str(libs), os.environ.get("LD_LIBRARY_PATH", "")]) if made else None

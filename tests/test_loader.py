@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
 import warnings
@@ -189,6 +190,57 @@ def test_shard_stream_reads_labels_splits_and_skips_bad(shard_pattern, tmp_path)
     assert all(bool((b["label"] == 2).all()) for b in got)
     tracker = stream.sources[0].tracker
     assert tracker.num_bad >= 2 and any("::a" in k for k in tracker.bad_files)
+
+
+@pytest.fixture()
+def http_folder(shard_pattern):
+    """The shard folder served over HTTP on 127.0.0.1 (a thread of this process); yields the base URL."""
+    import functools
+    import http.server
+    import threading
+
+    folder = Path(shard_pattern).parent
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _labels(cfg, steps: int) -> list[int]:
+    return [int(x) for b in build_loader(cfg, rank=0, world_size=1, start_step=0, end_step=steps) for x in b["label"]]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset reads http:// shards through curl")
+def test_shards_stream_over_http_and_from_a_pipe(shard_pattern, http_folder, tmp_path):
+    """The same shards read as files, over HTTP (curl through webdataset's gopen) and from `pipe:cat`: the same
+    samples in the same order; a shard list file may mix them; a missing URL is counted as a bad shard."""
+    local = _labels(cfg_with(f"data.sources=[{{kind: shards, path: '{shard_pattern}'}}]", "data.shard_shuffle=2"), 4)
+    name = Path(shard_pattern).name
+    url = f"{http_folder}/{name}"
+    over_http = _labels(cfg_with(f"data.sources=[{{kind: shards, path: '{url}'}}]", "data.shard_shuffle=2"), 4)
+    assert over_http == local and len(local) == 16 and set(local) <= set(range(200, 206))
+    folder = Path(shard_pattern).parent
+    listed = tmp_path / "shards.txt"
+    listed.write_text(f"{http_folder}/train-000.tar\npipe:cat {folder}/train-001.tar\n{folder}/train-002.tar\n")
+    mixed = _labels(cfg_with(f"data.sources=[{{kind: shards, path: '{listed}'}}]", "data.shard_shuffle=2"), 4)
+    assert mixed == local
+    missing = tmp_path / "missing.txt"
+    missing.write_text(f"{http_folder}/no-such-shard.tar\n{folder}/train-001.tar\n")
+    cfg = cfg_with(f"data.sources=[{{kind: shards, path: '{missing}'}}]", "data.max_bad_fraction=1.0")
+    stream = build_stream(cfg, rank=0, world_size=1, start_step=0, end_step=4)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        got = [int(x) for b in DataLoader(stream, batch_size=None) for x in b["label"]]
+    assert set(got) <= {202, 203}
+    tracker = stream.sources[0].tracker
+    assert any("no-such-shard.tar" in k for k in tracker.bad_files), tracker.bad_files
 
 
 def test_images_in_a_list_and_folder_source(tmp_path, list_csv):

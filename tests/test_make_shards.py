@@ -151,7 +151,7 @@ def test_shards_hold_the_source_bytes_and_skip_bad_files(data, tmp_path, capsys)
     # Fixed tar headers: member names in order, mtime, owner, mode.
     with tarfile.open(out / "shard-000000.tar") as tar:
         members = tar.getmembers()
-    assert [m.name for m in members] == [f"{r:09d}.{e}" for r, *_ in data.good[:3] for e in ("mp4", "json")]
+    assert [m.name for m in members] == [f"{r:09d}.{e}" for r, *_ in data.good[:3] for e in ("json", "mp4")]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
     # Manifest: header, then one line per shard with row range (bad rows included), count, bytes, sha256.
     header, *entries = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]

@@ -68,12 +68,10 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def default_backend() -> str:
-    from vjepa.data.decoders import available_backends
+    """The first video decoder that works here (vjepa.data.decoders.PREFERENCE)."""
+    from vjepa.data.decoders import resolve_backend
 
-    found = available_backends()
-    if not found:
-        raise ImportError("decoding a video file needs decord or PyAV: pip install decord (or av)")
-    return found[0]
+    return resolve_backend("auto")
 
 
 class Embedder:

@@ -1,4 +1,4 @@
-"""Video data: CSV video datasets (decord), procedural synthetic clips, clip transforms, seeding helpers.
+"""Video data: CSV video datasets, procedural synthetic clips, clip transforms, seeding helpers.
 
 Both datasets are map-style with keys (index, draw); every random choice of a sample comes from a
 torch.Generator seeded from (dataset seed, index, draw). Samples are {"video": float [C, T, H, W] (or a list of

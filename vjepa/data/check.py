@@ -56,7 +56,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from vjepa.data.decoders import BACKENDS, DecodeError, available_backends, open_video, read_image
+from vjepa.data.decoders import BACKENDS, DecodeError, open_video, read_image, resolve_backend
 from vjepa.data.shards import (
     IMAGE_EXTENSIONS,
     ShardFormatError,
@@ -72,7 +72,6 @@ GOOD_STATUSES = ("ok", "image")
 INPUT_TYPES = ("auto", "list", "folder", "shards")
 FULL_CHUNK = 16  # frames decoded per call with --full
 MAX_NAMED_BAD = 10  # bad entries named in the summary
-BACKEND_INSTALL = {"decord": "pip install decord", "pyav": "pip install av"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +122,7 @@ def check_media(
     image: bool = False,
     needed_frames: int = 1,
     full: bool = False,
-    backend: str = "decord",
+    backend: str = "auto",
 ) -> dict:
     """Check one video (or image, with image=True): {status, reason, frames, fps, duration, width, height, bytes}."""
     rec = {"status": "ok", "reason": None, "frames": None, "fps": None, "duration": None}
@@ -343,13 +342,12 @@ def scan(
     input_type: str = "auto",
     needed_frames: int = 1,
     full: bool = False,
-    backend: str = "decord",
+    backend: str = "auto",
     workers: int = 1,
     quiet: bool = True,
 ) -> list[dict]:
     """Check every entry of an input; one record per entry, in input order (see the module docstring)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown video backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    backend = resolve_backend(backend)
     kind, entries = input_entries(os.fspath(spec), input_type)
     if kind != "shards":  # cheap to enumerate first, which gives the progress a total; shards are streamed
         entries = list(entries)
@@ -434,7 +432,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "input", help="CSV list, folder of videos, or tar shards (.tar, brace pattern, glob, .txt list)"
     )
     parser.add_argument("--type", choices=INPUT_TYPES, default="auto", help="input type (default: guess)")
-    parser.add_argument("--backend", choices=BACKENDS, default="decord", help="video decoder (default: decord)")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", *BACKENDS),
+        default="auto",
+        help="video decoder (default: auto: the first that works)",
+    )
     parser.add_argument("--min-frames", type=int, default=1, help="fewer frames than this is too_short (default: 1)")
     parser.add_argument("--frames-per-clip", type=int, default=None, help="with --frame-step: frames a clip needs")
     parser.add_argument("--frame-step", type=int, default=1, help="frame step of a clip (default: 1)")
@@ -467,11 +470,10 @@ def run(args: argparse.Namespace) -> int:
             "vjepa data check: --min-frames, --frames-per-clip, --frame-step, --workers must be >= 1", file=sys.stderr
         )
         return 2
-    if args.backend not in available_backends():
-        print(
-            f"vjepa data check: backend {args.backend} is not installed ({BACKEND_INSTALL[args.backend]})",
-            file=sys.stderr,
-        )
+    try:
+        args.backend = resolve_backend(args.backend)
+    except ImportError as err:
+        print(f"vjepa data check: backend {args.backend}: {err}", file=sys.stderr)
         return 2
     needed = needed_frames_of(args.min_frames, args.frames_per_clip, args.frame_step)
     _quiet_ffmpeg_logs()

@@ -1,10 +1,12 @@
-"""Video and image decoding behind one API: decord or PyAV readers, frame-accurate, from a path or from bytes.
+"""Video and image decoding behind one API: torchcodec, decord or PyAV readers, frame-accurate, from a path or bytes.
 
 open_video(src, backend=...) returns a VideoReader with num_frames, fps, height, width and get_frames(indices)
 (uint8 RGB frames, indices in any order, repeats allowed); read_image decodes one image with Pillow. Every
 failure to open or decode (missing, empty, garbage or truncated file, index out of range) is a DecodeError that
 names the source (the path, or "<bytes>") and the reason. Backends are imported when first used, so the package
-imports without them; a missing backend is an ImportError with the pip command.
+imports without them; a missing backend is an ImportError with the pip command. backend="auto" takes the first
+of PREFERENCE that works here (resolve_backend): PyAV installs everywhere (its wheels bundle FFmpeg), decord has
+wheels for x86-64 only, torchcodec needs FFmpeg's shared libraries (4 to 8) on the system.
 
 Frame index = position in presentation order, as in decord (which indexes the sorted packet timestamps).
 The PyAV reader seeks to the keyframe at or before the first wanted frame, decodes forward only as far as the last
@@ -12,7 +14,10 @@ wanted one, and maps each decoded frame to its index from its timestamp: index =
 time_base * fps), exact for constant-frame-rate video; when the frame count had to be found by demuxing (no count
 in the header, e.g. mkv/webm) the sorted packet timestamps are kept and indexed exactly like decord does. Wanted
 frames further apart than SEEK_GAP frames get their own seek. A seek that lands after the wanted frame is retried
-further back; frames without timestamps fall back to decoding from the start and counting.
+further back; frames without timestamps fall back to decoding from the start and counting. The torchcodec
+reader uses torchcodec's "approximate" seek mode (index -> timestamp from the header's frame rate, no scan of the
+file) when the header has a frame count, and its "exact" mode (one scan of the packet timestamps, decord's
+indexing) when not.
 
 Not in the official code, which decodes with decord from file paths only.
 
@@ -29,9 +34,15 @@ from fractions import Fraction
 
 import torch
 
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("torchcodec", "decord", "pyav")
+PREFERENCE = ("decord", "torchcodec", "pyav")  # the order "auto" tries them in (fastest first: bench/data_loader.py)
 SEEK_GAP = 64  # wanted frames further apart than this are reached by a new seek instead of decoding through
-_PIP = {"decord": "pip install decord", "pyav": "pip install av", "pillow": "pip install Pillow"}
+_PIP = {
+    "torchcodec": "pip install torchcodec, and FFmpeg 4-8 shared libraries (apt install ffmpeg, conda install ffmpeg)",
+    "decord": "pip install decord (wheels for x86-64 only)",
+    "pyav": "pip install av",
+    "pillow": "pip install Pillow",
+}
 
 
 class DecodeError(Exception):
@@ -73,16 +84,44 @@ def _import_av():
     return av
 
 
+def _import_torchcodec():
+    try:
+        from torchcodec._core import ops
+        from torchcodec.decoders import VideoDecoder
+    except ImportError as err:
+        raise ImportError(f"the torchcodec backend needs {_PIP['torchcodec']} ({err})") from None
+    if getattr(ops, "_FFMPEG_AVAILABLE", True) is False:  # torchcodec imports without FFmpeg, then cannot decode
+        raise ImportError(f"torchcodec is installed but finds no FFmpeg libraries: {_PIP['torchcodec']}")
+    return VideoDecoder
+
+
+_IMPORTERS = {"torchcodec": _import_torchcodec, "decord": _import_decord, "pyav": _import_av}
+
+
 def available_backends() -> list[str]:
-    """The backends of BACKENDS that import in this environment."""
+    """The backends that work in this environment, in PREFERENCE order."""
     found = []
-    for name, importer in (("decord", _import_decord), ("pyav", _import_av)):
+    for name in PREFERENCE:
         try:
-            importer()
+            _IMPORTERS[name]()
         except ImportError:
             continue
         found.append(name)
     return found
+
+
+def resolve_backend(backend: str) -> str:
+    """A backend that works here: the one named (ImportError with the install command when it does not), or for
+    "auto" the first available one of PREFERENCE."""
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown video backend {backend!r}; valid: auto, {', '.join(BACKENDS)}")
+        _IMPORTERS[backend]()
+        return backend
+    found = available_backends()
+    if not found:
+        raise ImportError(f"decoding video needs one of {', '.join(PREFERENCE)}: {_PIP['pyav']}")
+    return found[0]
 
 
 class VideoReader:
@@ -339,6 +378,43 @@ class PyAVReader(VideoReader):
             self._container = None
 
 
+class TorchCodecReader(VideoReader):
+    """torchcodec.decoders.VideoDecoder on the CPU, frames as NHWC uint8 (see the module docstring for seeking)."""
+
+    def __init__(self, src: str | os.PathLike | bytes, *, num_threads: int = 1) -> None:
+        super().__init__(_source_name(src))
+        video_decoder = _import_torchcodec()
+        self._errors = (RuntimeError, OSError, ValueError, IndexError)
+        target = bytes(src) if self.name == "<bytes>" else self.name
+        try:
+            self._dec = video_decoder(
+                target, dimension_order="NHWC", num_ffmpeg_threads=num_threads, device="cpu", seek_mode="approximate"
+            )
+            meta = self._dec.metadata
+            if not meta.num_frames_from_header:  # no count in the header (mkv, webm): scan for exact indices
+                self._dec = video_decoder(
+                    target, dimension_order="NHWC", num_ffmpeg_threads=num_threads, device="cpu", seek_mode="exact"
+                )
+                meta = self._dec.metadata
+            self.num_frames = int(meta.num_frames or 0)
+            self.fps = float(meta.average_fps_from_header or meta.average_fps or 0.0)
+            self.height, self.width = int(meta.height or 0), int(meta.width or 0)
+        except self._errors as err:
+            raise DecodeError(f"{self.name}: torchcodec cannot open it: {_reason(err)}") from None
+        if self.num_frames <= 0 or self.height <= 0 or self.width <= 0:
+            raise DecodeError(f"{self.name}: no decodable video frames")
+
+    def _read_sorted(self, wanted: list[int]) -> torch.Tensor:
+        try:
+            frames = self._dec.get_frames_at(wanted).data  # [T, H, W, 3]
+        except self._errors as err:
+            raise DecodeError(f"{self.name}: torchcodec cannot decode frames {_span(wanted)}: {_reason(err)}") from None
+        return frames
+
+    def close(self) -> None:
+        self._dec = None
+
+
 class _NoTimestamps(Exception):
     """A decoded frame without a timestamp: the PyAV reader falls back to counting frames."""
 
@@ -362,14 +438,15 @@ def _span(indices: list[int]) -> str:
     return f"{indices[0]}..{indices[-1]}" if len(indices) > 1 else str(indices[0])
 
 
-def open_video(src: str | os.PathLike | bytes, *, backend: str = "decord", num_threads: int = 1) -> VideoReader:
-    """Open a video file (path) or in-memory video (bytes) with one of BACKENDS; DecodeError when it cannot."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown video backend {backend!r}; valid: {', '.join(BACKENDS)}")
+_READERS = {"torchcodec": TorchCodecReader, "decord": DecordReader, "pyav": PyAVReader}
+
+
+def open_video(src: str | os.PathLike | bytes, *, backend: str = "auto", num_threads: int = 1) -> VideoReader:
+    """Open a video file (path) or in-memory video (bytes) with a backend of BACKENDS or "auto"; DecodeError when
+    it cannot."""
+    backend = resolve_backend(backend)
     _check_source(src)
-    if backend == "decord":
-        return DecordReader(src, num_threads=num_threads)
-    return PyAVReader(src, num_threads=num_threads)
+    return _READERS[backend](src, num_threads=num_threads)
 
 
 def read_image(src: str | os.PathLike | bytes) -> torch.Tensor:

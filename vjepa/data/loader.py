@@ -48,14 +48,13 @@ Shape legend: G global batch, b per-rank batch, k repeat, U units per step, C ch
 from __future__ import annotations
 
 import os
-import tarfile
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vjepa.config import Config, SourceSpec
-from vjepa.data.shards import expand_shard_pattern, iter_tar_samples, sample_label, sample_media
+from vjepa.data.shards import expand_shard_pattern, sample_label, sample_media, sample_stream
 from vjepa.data.transforms import Transform
 from vjepa.data.video import BadFileTracker, ClipSampling
 from vjepa.masks.collator import MaskGenerator
@@ -164,35 +163,25 @@ class ShardSource:
         return self.tracker.counts()
 
     def _stream(self, ctx: _WorkerContext) -> Iterator[tuple[str, int, str, bytes]]:
-        """(name, label, media extension, media bytes) forever, from this worker's shards."""
+        """(name, label, media extension, media bytes) forever, from this worker's shards (webdataset pipeline)."""
         enough = len(self.shards) >= ctx.num_streams
-        mine = self.shards[ctx.stream_id :: ctx.num_streams] if enough else self.shards
-        key = (self.seed, "shards", self.index, ctx.rank, ctx.worker, ctx.start_step)
-        gen = torch.Generator().manual_seed(derive_seed(*key))
-        buffer: list[tuple[str, int, str, bytes]] = []
-        failed_in_a_row = 0
-        while True:
-            shard = mine[int(torch.randint(len(mine), (), generator=gen))]
+        mine = self.shards[ctx.stream_id :: ctx.num_streams] if enough else self.shards  # split by node and worker
+        seed = derive_seed(self.seed, "shards", self.index, ctx.rank, ctx.worker, ctx.start_step)
+
+        def record(shard: str, reason: str) -> None:
+            self.tracker.attempt()
+            self.tracker.record(shard, reason)
+
+        samples = sample_stream(mine, seed=seed, shuffle_buffer=self.shuffle_buffer, record_error=record)
+        for shard, name, parts in samples:
+            where = f"{shard}::{name}"
             try:
-                for name, parts in iter_tar_samples(shard):
-                    where = f"{shard}::{name}"
-                    try:
-                        ext, data = sample_media(name, parts, shard)
-                        label = sample_label(name, parts, shard)
-                    except ValueError as err:
-                        self.tracker.attempt()
-                        self.tracker.record(where, str(err))
-                        continue
-                    buffer.append((where, label, ext, data))
-                    if len(buffer) >= self.shuffle_buffer:
-                        yield buffer.pop(int(torch.randint(len(buffer), (), generator=gen)))
-                failed_in_a_row = 0
-            except (OSError, EOFError, tarfile.TarError, ValueError) as err:  # corrupt or truncated shard
-                self.tracker.attempt()
-                self.tracker.record(shard, f"unreadable shard: {type(err).__name__}: {err}")
-                failed_in_a_row += 1
-                if failed_in_a_row > 4 * len(mine):
-                    raise RuntimeError(self.tracker.summary(f"no readable shard in {self.pattern}")) from err
+                ext, data = sample_media(name, parts, shard)
+                label = sample_label(name, parts, shard)
+            except ValueError as err:
+                record(where, str(err))
+                continue
+            yield where, label, ext, data
 
     def unit(self, n: int, k: int, mode: str, ctx: _WorkerContext) -> list[tuple[torch.Tensor, int]]:
         if self._samples is None:
@@ -311,6 +300,16 @@ def source_specs(cfg: Config) -> list[SourceSpec]:
     return [SourceSpec(kind="csv", path=os.pathsep.join(d.csv_paths))]  # several lists: one concatenated source
 
 
+def video_decoder(cfg: Config) -> str | None:
+    """The decoder the file sources use (data.decoder, "auto" resolved to the first that works here), or None when
+    every source is synthetic; ImportError naming the install command when the chosen one does not work."""
+    if all(spec.kind == "synthetic" for spec in source_specs(cfg)):
+        return None
+    from vjepa.data.decoders import resolve_backend
+
+    return resolve_backend(cfg.data.decoder)
+
+
 def build_transform(cfg: Config) -> Transform:
     from vjepa.data.transforms import VideoTransform
 
@@ -340,7 +339,7 @@ def build_source(spec: SourceSpec, index: int, cfg: Config) -> ListSource | Shar
             seed=seed,
             sampling=sampling,
             transform=transform,
-            backend=d.decoder,
+            backend=video_decoder(cfg),
             shuffle_buffer=d.shard_shuffle,
             max_bad_fraction=d.max_bad_fraction,
             short_videos=d.short_videos,
@@ -356,7 +355,7 @@ def build_source(spec: SourceSpec, index: int, cfg: Config) -> ListSource | Shar
         fps=d.fps,
         duration=d.duration,
         transform=transform,
-        backend=d.decoder,
+        backend=video_decoder(cfg),
         max_bad_fraction=d.max_bad_fraction,
         seed=seed,
         short_videos=d.short_videos,

@@ -18,11 +18,12 @@ libx264 yuv420p (crf 23 by default; with `--keyint`, a keyframe exactly every ke
 into faststart mp4 at the source's average frame rate (frames renumbered: variable-rate sources become
 constant-rate); audio, rotation and colour tags are dropped.
 
-Determinism: tar members have fixed names, order, mtime, uid, gid and mode; workers decode and encode (one
-thread each, x264 included, its macroblock tree off: see reencode.py) while the main process writes samples in
-storage order; so the same list and options give the same bytes whatever `--workers` is and whatever ran before,
-for one PyAV build (its FFmpeg and x264) on the CPUs we tested; another build gives other re-encoded bytes, the
-same shard layout, keys and stored-as-is bytes, and frames equal to lossy-codec accuracy.
+Shards are written with the `webdataset` library's TarWriter (the members of a sample in sorted extension order,
+`.json` before `.mp4`). Determinism: tar members have fixed names, order, mtime, uid, gid and mode; workers decode
+and encode (one thread each, x264 included, its macroblock tree off: see reencode.py) while the main process writes
+samples in storage order; so the same list and options give the same bytes whatever `--workers` is and whatever ran
+before, for one PyAV build (its FFmpeg and x264) on the CPUs we tested; another build gives other re-encoded bytes,
+the same shard layout, keys and stored-as-is bytes, and frames equal to lossy-codec accuracy.
 
 Resume: a shard is written as `<name>.tmp` and renamed when complete, then a line {"shard", "first", "last",
 "count", "bytes", "sha256", "skipped"} is appended to `manifest.jsonl`, whose first line records the list's sha256,
@@ -44,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import io
 import itertools
 import json
 import multiprocessing
@@ -62,7 +62,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from vjepa.data.reencode import BadVideo, probe_video, reencode_video, short_error
-from vjepa.data.shards import VIDEO_EXTENSIONS
+from vjepa.data.shards import VIDEO_EXTENSIONS, split_member_name
 from vjepa.data.video import read_csv_list
 from vjepa.seeding import derive_seed
 
@@ -221,8 +221,11 @@ class _ShardFile:
 
     def __init__(self, path: Path, first: int) -> None:
         self.path, self.tmp, self.first = path, path.with_name(path.name + ".tmp"), first
+        import webdataset as wds
+
         self.file = open(self.tmp, "wb")  # closed in close() or discard()
-        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
+        self.writer = wds.TarWriter(self.file, user="", group="", mode=0o644, mtime=0, encoder=False)
+        self.tar = self.writer.tarstream
         self.count = 0
 
     def size_after(self, members: list[tuple[str, bytes]]) -> int:
@@ -232,16 +235,13 @@ class _ShardFile:
         return -(-end // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
     def add(self, members: list[tuple[str, bytes]]) -> None:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode, info.type = len(data), 0, 0o644, tarfile.REGTYPE
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self.tar.addfile(info, io.BytesIO(data))
+        """One sample: members (f"{key}.{ext}", bytes) of one key."""
+        names = [split_member_name(name) for name, _ in members]
+        self.writer.write({"__key__": names[0][0], **{ext: data for (_, ext), (_, data) in zip(names, members)}})
         self.count += 1
 
     def close(self, last: int, skipped: list[list]) -> dict:
-        self.tar.close()
+        self.writer.close()  # the tar stream; the file is ours
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
@@ -257,7 +257,7 @@ class _ShardFile:
         }
 
     def discard(self) -> None:
-        self.tar.close()
+        self.writer.close()
         self.file.close()
         self.tmp.unlink(missing_ok=True)
 

@@ -6,8 +6,15 @@ members are grouped by key, the member name up to its first dot after the last s
   - `<key>.json`: UTF-8 JSON object with at least "label" (int); optional "path" (the original file), "frames",
     "fps", "duration";
   - or `<key>.cls`: the integer label as ASCII text (when there is no JSON).
-Members of one key are stored next to each other. A shard set is named by a list file (one shard path per line,
-relative to the list file), by a glob, or by a brace pattern `train-{000000..000127}.tar`.
+Members of one key are stored next to each other. A shard set is named by a list file (one shard path or URL per
+line, paths relative to the list file), by a glob, or by a brace pattern `train-{000000..000127}.tar`; a shard may be
+a local path, an `http(s)://` URL or a `pipe:` command (`pipe:aws s3 cp s3://bucket/train-000001.tar -`), opened
+with the `webdataset` library's `gopen` (URLs through curl).
+
+Reading for training (`sample_stream`) is a `webdataset` pipeline: `ResampledShards` (shards drawn with
+replacement, seeded), `tarfile_to_samples` (streams each tar once, groups members by key) and `shuffle` (a sample
+buffer); errors go to a handler that counts and names them instead of stopping the run. `iter_tar_samples` reads
+one shard strictly (member names without a key, repeated extensions and damage are errors), for `vjepa data check`.
 
 Shape legend: none (bytes in, bytes out).
 """
@@ -17,9 +24,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import random
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
@@ -40,10 +48,18 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext
 
 
+def is_remote(url: str) -> bool:
+    """A shard read through a URL scheme or a pipe, not a local file."""
+    return url.startswith("pipe:") or "://" in url
+
+
 def iter_tar_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield (key, {extension: bytes}) for each sample of one shard, in stored order (streams the tar once)."""
+    """Yield (key, {extension: bytes}) for each sample of one shard (path, URL or pipe:), in stored order (streams
+    the tar once)."""
+    from webdataset.gopen import gopen
+
     current_key, current = None, {}
-    with tarfile.open(path, mode="r|") as tar:  # stream mode: no random access, one pass
+    with gopen(os.fspath(path), "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:  # one pass
         for member in tar:
             if not member.isfile():
                 continue
@@ -89,7 +105,8 @@ _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
 def expand_shard_pattern(spec: str | os.PathLike) -> list[str]:
-    """Shard paths named by a list file (.txt), a brace pattern `a-{000..009}.tar`, a glob, or one path."""
+    """Shards (paths or URLs) named by a list file (.txt), a brace pattern `a-{000..009}.tar`, a glob, or one path
+    or URL. Local shards must exist (FileNotFoundError naming the first missing one); remote ones are not checked."""
     spec = str(spec)
     m = _BRACE.search(spec)
     if m:
@@ -101,14 +118,56 @@ def expand_shard_pattern(spec: str | os.PathLike) -> list[str]:
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"shard list not found: {spec}")
         lines = [ln.strip() for ln in Path(spec).read_text(encoding="utf-8").splitlines()]
-        paths = [p if os.path.isabs(p) else str(base / p) for p in lines if p]
-    elif any(c in spec for c in "*?["):
+        paths = [p if os.path.isabs(p) or is_remote(p) else str(base / p) for p in lines if p]
+    elif any(c in spec for c in "*?[") and not is_remote(spec):
         paths = sorted(glob.glob(spec))
     else:
         paths = [spec]
-    missing = [p for p in paths if not os.path.isfile(p)]
+    missing = [p for p in paths if not is_remote(p) and not os.path.isfile(p)]
     if not paths:
         raise FileNotFoundError(f"no shards match {spec}")
     if missing:
         raise FileNotFoundError(f"{len(missing)} shard(s) of {spec} not found, first: {missing[0]}")
     return paths
+
+
+class _Failures:
+    """The webdataset error handler of one sample stream: records each error (shard and reason) through `record`
+    and keeps going; raises once `limit` errors came in a row without a sample between them."""
+
+    def __init__(self, urls: list[str], record: Callable[[str, str], None], limit: int) -> None:
+        self.urls, self.record, self.limit, self.in_a_row = set(urls), record, limit, 0
+
+    def __call__(self, exn: Exception) -> bool:
+        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a in self.urls), "?")
+        reason = str(exn.args[0]) if exn.args else ""
+        self.record(url, f"unreadable shard: {type(exn).__name__}: {reason}")
+        self.in_a_row += 1
+        if self.in_a_row > self.limit:
+            raise RuntimeError(f"no readable shard: {self.in_a_row} errors in a row, the last in {url}") from exn
+        return True  # go on with the next shard
+
+    def reset(self, samples: Iterator[dict]) -> Iterator[dict]:
+        for sample in samples:
+            self.in_a_row = 0
+            yield sample
+
+
+def sample_stream(
+    urls: list[str], *, seed: int, shuffle_buffer: int, record_error: Callable[[str, str], None]
+) -> Iterator[tuple[str, str, dict[str, bytes]]]:
+    """(shard, key, {extension: bytes}) forever: shards of `urls` drawn with replacement, samples
+    through a shuffle buffer of `shuffle_buffer`, everything seeded by `seed`. Unreadable shards (missing,
+    truncated, corrupt, a failing pipe or URL) are passed to record_error(shard, reason) and skipped; when more than
+    4 x len(urls) errors come in a row the stream raises RuntimeError."""
+    import webdataset as wds
+
+    failures = _Failures(urls, record_error, limit=4 * len(urls))
+    pipeline = wds.DataPipeline(
+        wds.ResampledShards(urls, seed=seed, worker_seed=lambda: 0, deterministic=True),  # seed carries rank, worker
+        wds.tarfile_to_samples(handler=failures),
+        failures.reset,
+        wds.shuffle(bufsize=max(1, shuffle_buffer), initial=max(1, shuffle_buffer), rng=random.Random(seed)),
+    )
+    for sample in pipeline:
+        yield sample["__url__"], sample["__key__"], {k: v for k, v in sample.items() if not k.startswith("__")}

@@ -26,8 +26,8 @@ num_padded (decoded clips, before repeat_mode "masks" reuses one clip for severa
 With num_clips = n > 1 the range of valid starts [0, len - span] is cut into n equal segments and each clip starts
 uniformly at random inside its own segment (evenly spaced, random within; clips may overlap for short videos);
 all n clips come from one decoder pass.
-A file the chosen decord backend cannot decode is tried once more with PyAV (same clip draw; a warning names the
-first few such files): decord 0.6 rejects some valid videos, e.g. ones narrower than 64 pixels.
+A file the chosen backend (decord or torchcodec) cannot decode is tried once more with PyAV (same clip draw; a
+warning names the first few such files): decord 0.6 rejects some valid videos, e.g. ones narrower than 64 pixels.
 
 Bad files (missing, zero-byte, unreadable, truncated, no frames): __getitem__ moves on to the next index (index + 1
 mod len, same draw, seeded from the index actually used) and reports that index in "index". Each bad hit is
@@ -167,7 +167,7 @@ def load_clips(
     sampling: ClipSampling,
     num_clips: int,
     gen: torch.Generator,
-    backend: str = "decord",
+    backend: str = "auto",
     short_videos: str = "pad",
 ) -> list[torch.Tensor]:
     """Decode num_clips clips of one video or image (path or bytes): list of uint8 [T, H, W, C] (decode_clips)."""
@@ -183,14 +183,14 @@ def decode_clips(
     sampling: ClipSampling,
     num_clips: int,
     gen: torch.Generator,
-    backend: str = "decord",
+    backend: str = "auto",
     short_videos: str = "pad",
 ) -> tuple[list[torch.Tensor], bool]:
     """(num_clips clips uint8 [T, H, W, C] of one video or image (path or bytes), whether they were padded).
 
     name: the file name (its extension tells images from videos; used in messages). short_videos: pad | skip
     (module docstring). Raises UnusableVideo (ShortVideo for a short video with "skip")."""
-    from vjepa.data.decoders import DecodeError, available_backends, open_video, read_image
+    from vjepa.data.decoders import DecodeError, available_backends, open_video, read_image, resolve_backend
 
     if short_videos not in SHORT_VIDEO_MODES:
         raise ValueError(f"short_videos must be one of {SHORT_VIDEO_MODES}, got {short_videos!r}")
@@ -227,18 +227,19 @@ def decode_clips(
             indices = [min(s + k * step, n - 1) for s in starts for k in range(t)]  # [num_clips * T]
             return vr.get_frames(indices)  # [num_clips * T, H, W, C]
 
+    backend = resolve_backend(backend)
     state = gen.get_state()
     try:
         frames = decode(backend)
     except DecodeError as err:
-        if backend != "decord" or "pyav" not in available_backends():
+        if backend == "pyav" or "pyav" not in available_backends():
             raise UnusableVideo(f"decoding failed: {err}") from err
         gen.set_state(state)  # decord cannot read some valid files (e.g. narrow ones): PyAV gets the same draw
         try:
             frames = decode("pyav")
         except DecodeError:
             raise UnusableVideo(f"decoding failed: {err}") from err
-        _note_fallback(name, err)
+        _note_fallback(name, backend, err)
     expected = num_clips * t
     if frames.dim() != 4 or frames.shape[0] != expected or frames.shape[-1] != 3:
         raise UnusableVideo(f"decoder returned shape {tuple(frames.shape)}, expected [{expected}, H, W, 3]")
@@ -248,10 +249,10 @@ def decode_clips(
 _FALLBACKS: set[str] = set()
 
 
-def _note_fallback(name: str, err: Exception) -> None:
-    """Warn (once per file, for the first few files of a process) that PyAV decoded what decord could not."""
+def _note_fallback(name: str, backend: str, err: Exception) -> None:
+    """Warn (once per file, for the first few files of a process) that PyAV decoded what `backend` could not."""
     if name not in _FALLBACKS and len(_FALLBACKS) < MAX_NAMED_WARNINGS:
-        warnings.warn(f"decord could not decode {name} ({err}); decoded it with PyAV instead", stacklevel=3)
+        warnings.warn(f"{backend} could not decode {name} ({err}); decoded it with PyAV instead", stacklevel=3)
     _FALLBACKS.add(name)
 
 
@@ -362,7 +363,7 @@ class VideoDataset:
         duration: float = 0.0,
         num_clips: int = 1,
         transform: Transform | None = None,
-        backend: str = "decord",
+        backend: str = "auto",
         max_bad_fraction: float = 0.05,
         seed: int = 0,
         min_attempts: int = 20,
