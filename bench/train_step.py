@@ -1,18 +1,27 @@
 """Benchmark the V-JEPA training step; prints JSON lines.
 
     python bench/train_step.py                      # reference config (below), 2 threads, fp32, all variants
+    python bench/train_step.py --official /tmp/jepa # also the official V-JEPA code, from a checkout of
+                                                    # github.com/facebookresearch/jepa (never part of this repo)
     python bench/train_step.py --variants ours --config configs/debug/tiny_cpu.yaml data.batch_size=8
 
 Reference config (issue 2): tiny encoder (192 wide, 12 deep), 16 frames of 96 x 96, batch 4, predictor depth 6
-and width 192, both mask families, fp32, 2 threads. Variants, built from the same weights, each measured in
-fresh processes of its own, alternating, `--rounds` times (the median over rounds is reported); in one shared
-process they disturb each other (`--in-process` runs them round-robin there anyway):
-  ours            the training code path: FSDP2 (world size 1 here), shared patch embedding, fused AdamW,
-                  _foreach_lerp_ EMA
-  ours-plain      the same step without FSDP2 wrapping (its overhead on this machine)
-  official-style  the same maths with the official code's structure: DDP, the clip re-embedded per mask family
-                  (MultiMaskWrapper), torch's default AdamW on CPU (single-tensor loop), a per-tensor EMA loop.
-                  An emulation for attribution, not the official code itself.
+and width 192, both mask families, fp32, 2 threads. Variants, each measured in fresh processes of its
+own, alternating, `--rounds` times (the median over rounds is reported); in one shared process they disturb each
+other (`--in-process` runs them round-robin there anyway):
+  ours            the training code path: no FSDP2 wrapping in one fp32 process (train.fsdp=auto), the mask
+                  families packed into one sequence through encoder and predictor, shared patch embedding,
+                  fused AdamW, _foreach_lerp_ EMA
+  ours-fsdp       the same with FSDP2 at world size 1 (train.fsdp=always): the wrapping's cost
+  ours-unpacked   the same as ours with one encoder and predictor call per mask family (model.pack_families=false)
+  official        the official V-JEPA code itself (--official DIR, a checkout of facebookresearch/jepa): its
+                  init_video_model (MultiMaskWrapper, SDPA attention), init_opt (torch AdamW, for-loop on CPU),
+                  DDP as its train.py wraps the models, and the step of its app/vjepa/train.py in order:
+                  targets, context + predictor, loss and the predictor-variance term, backward, clipping of
+                  encoder and predictor, optimizer step, its grad and AdamW loggers, the per-tensor EMA loop.
+                  The same sizes and the same masks as ours, fp32.
+  official-style  our modules in the official structure (DDP, the clip re-embedded per mask family, loop AdamW,
+                  per-tensor EMA): an emulation, for attribution.
 Lines:
   {"bench": "train_step", "variant": ..., "median_s", "clips_per_s", "peak_mem_mb", ...}
   {"bench": "breakdown", ...}  median seconds per phase for `ours`: target encoder, context encoder forward,
@@ -45,7 +54,7 @@ from vjepa.train import loop  # noqa: E402
 from vjepa.train.ema import ema_pairs, ema_update  # noqa: E402
 from vjepa.train.optim import param_groups, set_hyper  # noqa: E402
 from vjepa.train.schedules import hyper  # noqa: E402
-from vjepa.train.step import Objective, compute_targets, grid_of, train_step  # noqa: E402
+from vjepa.train.step import Objective, compute_targets, grid_of, predict_families, train_step  # noqa: E402
 
 REFERENCE = [
     "model.preset=tiny",
@@ -58,7 +67,8 @@ REFERENCE = [
     "train.dtype=fp32",
     "optim.warmup_steps=0",
 ]
-VARIANTS = ("ours", "ours-plain", "official-style")
+VARIANTS = ("ours", "ours-fsdp", "ours-unpacked", "official", "official-style")
+DEFAULT_VARIANTS = ("ours", "ours-fsdp", "ours-unpacked", "official-style")  # + official with --official
 
 
 def official_style_step(*, encoder, target_encoder, predictor, optimizer, video, masks, grid, hp, clip_grad) -> None:
@@ -82,7 +92,69 @@ def official_style_step(*, encoder, target_encoder, predictor, optimizer, video,
             p_k.mul_(hp.momentum).add_((1.0 - hp.momentum) * p_q.detach())
 
 
-def build_variant(name: str, cfg, info, dtype):
+def build_official(cfg, info, repo: str):
+    """The official code's models, optimiser and step (module docstring); returns step(video, masks, grid, hp)."""
+    sys.path.insert(0, str(Path(repo).resolve()))
+    import logging
+
+    from app.vjepa.utils import init_opt, init_video_model
+    from src.masks.utils import apply_masks
+    from src.utils.logging import adamw_logger, grad_logger
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    logging.getLogger().setLevel(logging.WARNING)  # its INFO lines would go to our stdout
+    m, d, o = cfg.model, cfg.data, cfg.optim
+    torch.manual_seed(cfg.train.seed)
+    encoder, predictor = init_video_model(
+        info.device, patch_size=m.patch_size, num_frames=d.frames_per_clip, tubelet_size=m.tubelet_size,
+        model_name=f"vit_{m.preset}", crop_size=d.crop_size, pred_depth=m.pred_depth,
+        pred_embed_dim=m.pred_embed_dim, uniform_power=m.uniform_power, use_mask_tokens=True,
+        num_mask_tokens=len(cfg.mask.families), zero_init_mask_tokens=True, use_sdpa=True,
+    )  # fmt: skip
+    target = copy.deepcopy(encoder)
+    optimizer, _, scheduler, wd_scheduler = init_opt(
+        encoder, predictor, iterations_per_epoch=1000, start_lr=o.lr / 10, ref_lr=o.lr, warmup=0, num_epochs=10,
+        wd=o.weight_decay, final_wd=o.final_weight_decay, final_lr=o.final_lr,
+    )  # fmt: skip
+    encoder, predictor = DDP(encoder, static_graph=True), DDP(predictor, static_graph=True)
+    target = DDP(target)
+    for p in target.parameters():
+        p.requires_grad = False
+    clip_grad = o.clip_grad if o.clip_grad > 0 else None
+
+    def step(video, masks, grid, hp):
+        scheduler.step()
+        wd_scheduler.step()
+        masks_enc, masks_pred = [mk.ctx_idx for mk in masks], [mk.tgt_idx for mk in masks]
+        with torch.no_grad():
+            h = target(video)
+            h = F.layer_norm(h, (h.size(-1),))
+            h = apply_masks(h, masks_pred, concat=False)
+        z = predictor(encoder(video, masks_enc), h, masks_enc, masks_pred)
+        loss = sum(torch.mean(torch.abs(zi - hi) ** o.loss_exp) / o.loss_exp for zi, hi in zip(z, h)) / len(h)
+        pstd = sum(torch.sqrt(zi.var(dim=1) + 0.0001) for zi in z) / len(z)
+        loss = loss + 0.0 * torch.mean(F.relu(1.0 - pstd))  # reg_coeff 0 in its configs, computed all the same
+        loss.backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), clip_grad)
+            torch.nn.utils.clip_grad_norm_(predictor.parameters(), clip_grad)
+        optimizer.step()
+        grad_logger(encoder.named_parameters())
+        grad_logger(predictor.named_parameters())
+        optimizer.zero_grad()
+        adamw_logger(optimizer)
+        with torch.no_grad():
+            for param_q, param_k in zip(encoder.parameters(), target.parameters()):
+                param_k.data.mul_(hp.momentum).add_((1.0 - hp.momentum) * param_q.detach().data)
+
+    return step
+
+
+def build_variant(name: str, cfg, info, dtype, official_repo: str | None = None):
+    if name == "official":
+        if not official_repo:
+            raise SystemExit("the official variant needs --official DIR (a checkout of facebookresearch/jepa)")
+        return build_official(cfg, info, official_repo), None
     if name == "official-style":
         torch.manual_seed(cfg.train.seed)
         encoder, predictor = loop.build_models(cfg)
@@ -109,9 +181,10 @@ def build_variant(name: str, cfg, info, dtype):
             )
 
         return step, None
-    models, optimizer, aux = loop.build_training(cfg, info, dtype, fsdp=name == "ours")
+    models, optimizer, aux = loop.build_training(cfg, info, dtype, fsdp=True if name == "ours-fsdp" else None)
     encoder, predictor, target = models["encoder"], models["predictor"], models["target_encoder"]
     ema_t, ema_s = ema_pairs(encoder, target)
+    pack = cfg.model.pack_families and name != "ours-unpacked"
 
     def step(video, masks, grid, hp):
         train_step(
@@ -128,14 +201,15 @@ def build_variant(name: str, cfg, info, dtype):
             clip_grad=cfg.optim.clip_grad,
             objective=Objective.from_config(cfg.optim, cfg.model.levels),
             aux=aux,
+            pack=pack,
         )
 
-    return step, (encoder, target, predictor, optimizer, ema_t, ema_s)
+    return step, (encoder, target, predictor, optimizer, ema_t, ema_s, pack)
 
 
 def breakdown(parts, video, masks_per_step, grid, cfg, sync, warmup):
     """Median seconds per phase of the `ours` step, the phases run one after another with syncs between."""
-    encoder, target, predictor, optimizer, ema_t, ema_s = parts
+    encoder, target, predictor, optimizer, ema_t, ema_s, pack = parts
     names = ("target_encoder", "encoder_fwd", "predictor_fwd_loss", "backward", "optimizer", "ema")
     phases: dict[str, list[float]] = {k: [] for k in names}
     for s, masks in enumerate(masks_per_step):
@@ -146,11 +220,10 @@ def breakdown(parts, video, masks_per_step, grid, cfg, sync, warmup):
         sync(), stamps.append(time.perf_counter())
         h = compute_targets(target, video)
         sync(), stamps.append(time.perf_counter())
-        zs = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])
+        zs = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks], packed=pack)
         sync(), stamps.append(time.perf_counter())
         loss = 0.0
-        for f, (m, z) in enumerate(zip(masks, zs)):
-            p = predictor(z, m.ctx_idx, m.tgt_idx, grid, family=f)
+        for m, (p, _) in zip(masks, predict_families(predictor, zs, masks, grid, False, pack)):
             loss = loss + jepa_loss(p, gather_tokens(h, m.tgt_idx), 1.0)
         sync(), stamps.append(time.perf_counter())
         (loss / len(masks)).backward()
@@ -187,6 +260,7 @@ def drive(args: argparse.Namespace) -> None:
     variants = [v for v in args.variants.split(",") if v]
     common = ["--in-process", "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
     common += ["--config", args.config] if args.config else []
+    common += ["--official", args.official] if args.official else []
     rounds: dict[str, list[list[dict]]] = {v: [] for v in variants}
     for _ in range(args.rounds):
         for v in variants:
@@ -222,11 +296,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
+    parser.add_argument("--variants", default=None, help=f"comma-separated subset of {VARIANTS} (default: all)")
+    parser.add_argument("--official", default=None, help="a checkout of facebookresearch/jepa: adds `official`")
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per variant, alternating")
     parser.add_argument("--in-process", action="store_true", help="measure here (one process, round-robin)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args()
+    if args.variants is None:
+        args.variants = ",".join(DEFAULT_VARIANTS + (("official",) if args.official else ()))
     if not args.in_process:
         drive(args)
         return
@@ -238,7 +315,7 @@ def main() -> None:
     for v in variants:
         if v not in VARIANTS:
             raise SystemExit(f"unknown variant {v!r}; valid: {VARIANTS}")
-    steps = {v: build_variant(v, cfg, info, dtype) for v in variants}
+    steps = {v: build_variant(v, cfg, info, dtype, args.official) for v in variants}
 
     d = cfg.data
     b = d.batch_size

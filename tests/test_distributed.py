@@ -6,7 +6,9 @@
   processes (padded rows of groups with different kept counts).
 - The same with an auxiliary objective that owns a head (sharded like the predictor, its own lr multiplier).
 - A run on 2 processes, stopped and resumed on 1 process with the same global batch, continues with the losses
-  of an uninterrupted run.
+  of an uninterrupted run, and the other way round. One fp32 process trains without FSDP2 (plain modules, plain
+  tensors in the checkpoint), two processes with it (DTensor shards): so these runs also check the 1-process
+  plain path against the 2-process sharded one, and checkpoints moving between the two.
 """
 
 import os
@@ -33,6 +35,11 @@ def _env(rank: int, world: int, port: int) -> None:
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: gathered from an FSDP2 DTensor, or the plain tensor of an unsharded module."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: int, extra: list) -> None:
@@ -75,12 +82,12 @@ def _step_worker(rank: int, world: int, port: int, out_dir: str, global_batch: i
         loss = out.loss.clone()
         torch.distributed.all_reduce(loss)
         result["loss"].append(float(loss) / world)
-    result["grads"] = {n: p.grad.full_tensor() for n, p in encoder.named_parameters()}
-    result["grads"].update({"pred." + n: p.grad.full_tensor() for n, p in predictor.named_parameters()})
+    result["grads"] = {n: _full(p.grad) for n, p in encoder.named_parameters()}
+    result["grads"].update({"pred." + n: _full(p.grad) for n, p in predictor.named_parameters()})
     if aux:  # auxiliary objectives' heads: gradients (before the step's update) and the updated weights
-        result["grads"].update({"aux." + n: p.grad.full_tensor() for n, p in models["objectives"].named_parameters()})
-        result["heads"] = {n: p.full_tensor() for n, p in models["objectives"].named_parameters()}
-    result["target"] = {n: p.full_tensor() for n, p in target.named_parameters()}
+        result["grads"].update({"aux." + n: _full(p.grad) for n, p in models["objectives"].named_parameters()})
+        result["heads"] = {n: _full(p) for n, p in models["objectives"].named_parameters()}
+    result["target"] = {n: _full(p) for n, p in target.named_parameters()}
     torch.save(result, os.path.join(out_dir, f"step_w{world}_r{rank}.pt"))
     shutdown()
 
@@ -130,23 +137,23 @@ def _train_worker(rank: int, world: int, port: int, run_dir: str, overrides: lis
     shutdown()
 
 
-def test_two_process_run_resumes_on_one_process(tmp_path):
-    reference = losses(train(tiny_cfg(tmp_path / "ref", "optim.total_steps=4", "data.batch_size=4")))
-    run = tmp_path / "run"
-    mp.spawn(
-        _train_worker,
-        args=(
-            2,
-            _port(),
-            str(run),
-            ["optim.total_steps=4", "data.batch_size=2", "train.stop_after=2", "train.checkpoint_every=2"],
-        ),
-        nprocs=2,
-        join=True,
-    )
+def _spawn_run(world: int, run, overrides: list) -> None:
+    if world == 1:
+        train(tiny_cfg(run, *overrides))
+    else:
+        mp.spawn(_train_worker, args=(world, _port(), str(run), overrides), nprocs=world, join=True)
+
+
+@pytest.mark.parametrize("first_world, then_world", [(2, 1), (1, 2)])
+def test_a_run_resumes_on_another_number_of_processes(tmp_path, first_world, then_world):
     import json
 
-    first = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
-    assert first == pytest.approx(reference[:2], rel=1e-4)
-    rest = losses(train(tiny_cfg(run, "optim.total_steps=4", "data.batch_size=4")))
-    assert rest == pytest.approx(reference[2:], rel=1e-4)
+    reference = losses(train(tiny_cfg(tmp_path / "ref", "optim.total_steps=4", "data.batch_size=4")))
+    run = tmp_path / "run"
+    first = ["optim.total_steps=4", f"data.batch_size={4 // first_world}", "train.stop_after=2"]
+    _spawn_run(first_world, run, [*first, "train.checkpoint_every=2"])
+    got = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert got == pytest.approx(reference[:2], rel=1e-4)
+    _spawn_run(then_world, run, ["optim.total_steps=4", f"data.batch_size={4 // then_world}"])
+    got = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert got == pytest.approx(reference, rel=1e-4)

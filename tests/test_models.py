@@ -272,6 +272,65 @@ def test_pad_mode_matches_unpadded(pos_embed: str, attn_impl: str) -> None:
     torch.testing.assert_close(p_pad[:, :7], p, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("attn_impl", ["sdpa", "reference"])
+@pytest.mark.parametrize("pos_embed", ["sincos", "rope"])
+def test_packed_families_equal_one_call_per_family(pos_embed: str, attn_impl: str) -> None:
+    """Two mask families of different lengths (one with padded slots) packed into one sequence through encoder
+    and predictor give the per-family outputs and gradients, to float rounding; the context head too."""
+    from vjepa.models.multimask import MultiMaskEncoder
+
+    torch.manual_seed(11)
+    enc = MultiMaskEncoder(make_encoder(pos_embed, attn_impl))
+    pred = Predictor(
+        embed_dim=64, pred_embed_dim=48, depth=2, num_heads=2, num_mask_tokens=2, pos_embed=pos_embed,
+        img_size=32, num_frames=8, patch_size=8, attn_impl=attn_impl, context_head=True,
+    )  # fmt: skip
+    init_weights(pred)
+    randomise(enc, pred)
+    video = torch.randn(2, 3, 8, 32, 32)
+    ctx = [sorted_subsets(2, 64, 13), sorted_subsets(2, 64, 21)]
+    tgt = [sorted_subsets(2, 64, 9), sorted_subsets(2, 64, 5)]
+    ctx_valid = [None, torch.arange(21)[None].expand(2, -1) < 17]  # family 1: 4 padded context slots
+    tgt_valid = [None, torch.arange(5)[None].expand(2, -1) < 4]
+
+    def run(packed: bool):
+        enc.zero_grad(set_to_none=True)
+        pred.zero_grad(set_to_none=True)
+        zs = enc(video, ctx, ctx_valid, packed=packed)
+        if packed:
+            fams = [
+                dict(ctx=z, ctx_idx=c, tgt_idx=t, ctx_valid=cv, tgt_valid=tv)
+                for z, c, t, cv, tv in zip(zs, ctx, tgt, ctx_valid, tgt_valid)
+            ]
+            outs = pred(None, None, None, GRID, return_context=True, families=fams)
+        else:
+            outs = [
+                pred(z, c, t, GRID, family=f, ctx_valid=cv, tgt_valid=tv, return_context=True)
+                for f, (z, c, t, cv, tv) in enumerate(zip(zs, ctx, tgt, ctx_valid, tgt_valid))
+            ]
+        loss = sum(p[:, :4].square().mean() + q[:, :13].abs().mean() for p, q in outs)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in [*enc.named_parameters(), *pred.named_parameters()]}
+        return zs, outs, grads
+
+    zs_a, outs_a, grads_a = run(packed=False)
+    zs_b, outs_b, grads_b = run(packed=True)
+    tol = dict(atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(zs_b[0], zs_a[0], **tol)
+    torch.testing.assert_close(zs_b[1][:, :17], zs_a[1][:, :17], **tol)  # padded slots: meaningless either way
+    for (p_a, q_a), (p_b, q_b) in zip(outs_a, outs_b):
+        torch.testing.assert_close(p_b[:, :4], p_a[:, :4], **tol)
+        torch.testing.assert_close(q_b[:, :13], q_a[:, :13], **tol)
+    for name, g in grads_a.items():
+        torch.testing.assert_close(grads_b[name], g, atol=1e-4, rtol=1e-4, msg=name)
+    # Not a tautology: packing without the segment boundaries (one joint attention) changes the outputs.
+    blk = enc.backbone.blocks[0]
+    x = torch.randn(2, 34, 64)
+    split = torch.cat([blk(x[:, :13]), blk(x[:, 13:])], 1)
+    torch.testing.assert_close(blk(x, segments=(13, 21)), split, **tol)
+    assert (blk(x) - split).abs().max() > 1e-3
+
+
 # -------------------------------------------------------------------------------------------- gradients, init
 
 

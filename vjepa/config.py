@@ -72,7 +72,10 @@ class ModelConfig:
     pred_num_heads: int | None = None  # None: the encoder's heads (V-JEPA 1), 12 for giant_v2; V-JEPA 2 uses 12
     levels: int = 1  # 1, or 4: V-JEPA 2.1 deep supervision (4 encoder levels concatenated; width 4 D)
     activation_checkpointing: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile each block, static shapes: masks padded to buckets (compile_buckets)
+    compile_buckets: float = 1.125  # bucket widths grow by this factor (multiples of 8): at most 12.5% padding
+    compile_backend: str = "inductor"  # any torch.compile backend ("aot_eager" to debug)
+    pack_families: bool = True  # the mask families through encoder and predictor as one packed sequence per clip
 
     def resolved(self) -> dict[str, Any]:
         """Encoder width/depth/heads/mlp_ratio after applying the preset."""
@@ -119,7 +122,7 @@ class DataConfig:
     duration: float = 0.0  # seconds a clip covers: step = round(duration * video fps / frames_per_clip)
     repeat: int = 1  # samples per decoded video (repeated sampling amortises decoding); divides batch_size
     repeat_mode: str = "clips"  # clips (k clips of one decode) | masks (one clip k times, each with its own masks)
-    decoder: str = "decord"  # decord | pyav
+    decoder: str = "auto"  # auto | torchcodec | decord | pyav (auto: the first that works, named at start)
     crop_size: int = 224
     batch_size: int = 24  # per process
     num_workers: int = 8
@@ -199,6 +202,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
+    fsdp: str = "auto"  # auto (FSDP2 unless one fp32 process: vjepa/distributed.py) | always
+    peak_tflops: float = 0.0  # the device's peak for MFU; 0: from the GPU's name (vjepa/flops.py), none on CPU
     log_every: int = 10
     checkpoint_every: int = 1000
     checkpoint_every_minutes: float = 0.0  # also checkpoint when this much wall time passed since the last (0: off)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vjepa.config import Config, ConfigError, MaskSpec, ModelConfig
+from vjepa.data.decoders import BACKENDS
 
 
 def _choice(key: str, value: str, valid: Sequence[str]) -> None:
@@ -138,12 +139,13 @@ def validate(cfg: Config) -> None:
             f"{o.dense_warmup_end} (both 0: a constant dense weight)"
         )
     _choice("data.source", d.source, ("csv", "synthetic"))
-    _choice("data.decoder", d.decoder, ("decord", "pyav"))
+    _choice("data.decoder", d.decoder, ("auto", *BACKENDS))
     _choice("data.repeat_mode", d.repeat_mode, ("clips", "masks"))
     _choice("mask.policy", cfg.mask.policy, ("random", "official", "pad"))
     _choice("optim.schedule", o.schedule, ("cosine", "wsd"))
     _choice("train.dtype", t.dtype, ("auto", "fp32", "bf16"))
     _choice("train.device", t.device, ("auto", "cpu", "cuda"))
+    _choice("train.fsdp", t.fsdp, ("auto", "always"))
     for i, spec in enumerate(cfg.mask.families):
         _choice(f"mask.families.{i}.kind", spec.kind, ("multiblock", "tube", "causal"))
         _check_placement(f"mask.families.{i}", spec)

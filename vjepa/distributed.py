@@ -1,11 +1,15 @@
 """Process groups and parallelism applied from outside the model.
 
-One code path for every world size: a single process still initialises a (gloo or NCCL) process group and
-wraps the models with FSDP2 `fully_shard`, per transformer block and on the root. The encoder and the target
-encoder are wrapped identically, so their local shards line up for the communication-free EMA update. On GPU
-the compute policy is bf16 parameters with fp32 gradient reduction; master weights and the target encoder
-shards stay fp32. Process-group errors propagate: there is no silent fallback to one process (the official
-code's behaviour). SLURM variables are read only in `launch/`; here we read the torchrun variables.
+One code path for every world size: a single process still initialises a (gloo or NCCL) process group. The models
+are wrapped with FSDP2 `fully_shard`, per transformer block and on the root, whenever there is something to shard
+or to cast (`wants_fsdp`: world size above 1, or a compute dtype below fp32, whose bf16 parameter policy FSDP2
+provides, so the numbers never depend on the number of processes); an fp32 run in one process leaves the modules
+plain, as torchtitan does when the data-parallel shard degree is 1: FSDP2's bookkeeping (parameter all-gathers,
+DTensor gradients) costs about 20% of a CPU step there and buys nothing (`train.fsdp=always` shards anyway). The
+encoder and the target encoder are wrapped identically, so their local shards line up for the communication-free
+EMA update. On GPU the compute policy is bf16 parameters with fp32 gradient reduction; master weights and the
+target encoder shards stay fp32. Process-group errors propagate: there is no silent fallback to one process (the
+official code's behaviour). SLURM variables are read only in `launch/`; here we read the torchrun variables.
 """
 
 from __future__ import annotations
@@ -81,6 +85,14 @@ def mixed_precision(dtype: torch.dtype) -> MixedPrecisionPolicy:
     return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
 
 
+def wants_fsdp(mode: str, world_size: int, dtype: torch.dtype) -> bool:
+    """Whether training wraps its modules with FSDP2: train.fsdp "always", or "auto" with more than one process or
+    a compute dtype below fp32 (module docstring)."""
+    if mode not in ("auto", "always"):
+        raise ValueError(f"train.fsdp must be auto or always, got {mode!r}")
+    return mode == "always" or world_size > 1 or dtype != torch.float32
+
+
 def apply_fsdp(
     module: nn.Module,
     blocks: nn.ModuleList,
@@ -89,24 +101,36 @@ def apply_fsdp(
     activation_checkpointing: bool = False,
     compile_blocks: bool = False,
     no_backward: bool = False,
+    shard: bool = True,
+    compile_backend: str = "inductor",
 ) -> nn.Module:
     """Shard each block of `blocks` (a submodule of `module`), then the root; optional AC and compile per block.
+    `shard=False` applies only AC and compile (the plain single-process path, module docstring).
 
     `no_backward` is for modules only run under no_grad (the target encoder): FSDP2 keeps parameters unsharded
     after forward until their backward, which never comes, so they would keep serving stale gathered weights
     after the EMA updated the shards. Such modules are resharded after every forward, root included.
     """
     policy = mixed_precision(dtype)
+    if compile_blocks:
+        import torch._dynamo.config as dynamo_config
+
+        # one graph per bucket shape (the families' padded widths): allow more than dynamo's default of 8 per block
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
     for i, block in enumerate(blocks):
         if activation_checkpointing:
             from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
             block = checkpoint_wrapper(block, preserve_rng_state=False)
         if compile_blocks:
-            block = torch.compile(block, dynamic=True)  # dynamic: the kept-token count changes every step
-        fully_shard(block, mesh=mesh, mp_policy=policy)
+            # static shapes: training pads the kept-token counts to buckets (model.compile_bucket), so each bucket
+            # compiles once; dynamic shapes would give up the fusions that make compiling worth it
+            block = torch.compile(block, dynamic=False, backend=compile_backend)
+        if shard:
+            fully_shard(block, mesh=mesh, mp_policy=policy)
         blocks[i] = block
-    fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=True if no_backward else None)
+    if shard:
+        fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=True if no_backward else None)
     return module
 
 

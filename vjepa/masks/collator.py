@@ -94,6 +94,25 @@ class FamilyMasks:
         """Samples lo..hi-1 of the batch."""
         return self._map(lambda t: t[lo:hi])
 
+    def bucketed(self, growth: float) -> FamilyMasks:
+        """These masks padded to bucket widths (`bucket_width`; padded slots invalid, valid masks always present),
+        so compiled code sees a handful of shapes instead of a new one at every step."""
+        kc, kt = (bucket_width(int(t.shape[1]), growth) for t in (self.ctx_idx, self.tgt_idx))
+        ctx_idx, ctx_valid = _pad_index(self.ctx_idx, self.ctx_valid, kc)
+        tgt_idx, tgt_valid = _pad_index(self.tgt_idx, self.tgt_valid, kt)
+        return FamilyMasks(ctx_idx=ctx_idx, tgt_idx=tgt_idx, ctx_valid=ctx_valid, tgt_valid=tgt_valid)
+
+
+def bucket_width(k: int, growth: float) -> int:
+    """The smallest width >= k on the ladder 8, 16, ... whose steps grow by `growth` (each a multiple of 8): at
+    most a fraction growth - 1 of padding (8 tokens below 64), a few buckets for counts that vary by 10-20%."""
+    if growth <= 1.0:
+        raise ValueError(f"bucket growth must be above 1, got {growth}")
+    width = 8
+    while width < k:
+        width = max(width + 8, -(-int(width * growth) // 8) * 8)
+    return width
+
 
 def _pad_index(idx: torch.Tensor, valid: torch.Tensor | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """idx [B, K0] (valid [B, K0] or None) -> idx [B, k], valid [B, k]: padded slots repeat the last column (the

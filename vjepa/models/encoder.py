@@ -150,9 +150,11 @@ class VisionTransformer(nn.Module):
         idx: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
         all_levels: bool = False,
+        segments: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         """tokens [B, N, D] from `embed`; keep `idx` [B, K] (all if None); valid [B, K] bool -> [B, K, D], or
-        with `all_levels` and levels > 1 the concatenated normed levels [B, K, L D]."""
+        with `all_levels` and levels > 1 the concatenated normed levels [B, K, L D]. `segments`: the K kept
+        tokens are independent sequences of these lengths laid end to end (packed mask families, layers.py)."""
         x = tokens if idx is None else gather_tokens(tokens, idx)  # [B, K, D]
         rope = None
         if self.rope is not None:
@@ -160,11 +162,11 @@ class VisionTransformer(nn.Module):
             rope = self.rope(coords)  # cos, sin: [B|1, 1, K, 3c]
         if self.levels == 1:
             for blk in self.blocks:
-                x = blk(x, rope=rope, valid=valid)  # [B, K, D]
+                x = blk(x, rope=rope, valid=valid, segments=segments)  # [B, K, D]
             return self.norm(x)
         outs = []
         for i, blk in enumerate(self.blocks):
-            x = blk(x, rope=rope, valid=valid)  # [B, K, D]
+            x = blk(x, rope=rope, valid=valid, segments=segments)  # [B, K, D]
             if all_levels and i in self.level_taps:
                 outs.append(self.level_norms[self.level_taps.index(i)](x))  # [B, K, D]
         return torch.cat(outs, dim=-1) if all_levels else self.level_norms[-1](x)  # [B, K, L D] or [B, K, D]

@@ -16,6 +16,12 @@ Key-padding `valid` [B, N] bool: False keys are ignored by every query (their ow
 meaningless). Every row needs at least one valid key, which the mask policies guarantee (never an empty
 context). No dropout and no drop-path: the V-JEPA recipes use none.
 
+Packed sequences: `segments` (a tuple of token counts summing to N) makes the N tokens of a row several
+independent sequences laid end to end (block-diagonal attention): every per-token operation (norms, qkv, output
+projection, MLP) runs once over all of them, one larger matrix product, and attention runs within each segment.
+Training packs the mask families this way (vjepa/models/multimask.py, `Predictor.forward(families=...)`); the
+result equals running each segment alone, to float rounding.
+
 Shapes: B batch, N tokens, D width, H heads, hd = D / H head width.
 """
 
@@ -85,24 +91,34 @@ class Attention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         valid: torch.Tensor | None = None,
+        segments: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
-        """x [B, N, D]; rope = (cos, sin) from `RoPE3D` or None; valid [B, N] bool or None -> [B, N, D]."""
+        """x [B, N, D]; rope = (cos, sin) from `RoPE3D` or None; valid [B, N] bool or None; segments: token
+        counts of packed sequences (module docstring) or None -> [B, N, D]."""
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)  # [B, N, 3, H, hd]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, hd]
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # [B, H, N, hd]
-        if self.attn_impl == "sdpa":
-            mask = None if valid is None else valid[:, None, None, :]  # [B, 1, 1, N]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, N, hd]
-        elif self.attn_impl == "reference":
-            out = reference_attention(q, k, v, valid)  # [B, H, N, hd]
+        if segments is None or len(segments) == 1:
+            out = self._attend(q, k, v, valid)  # [B, H, N, hd]
         else:
-            if valid is not None:
-                raise ValueError("attn_impl='flash' does not take key-padding masks; use 'sdpa' with policy 'pad'")
-            out = _flash_attention(q, k, v)  # [B, H, N, hd]
+            parts = zip(q.split(segments, 2), k.split(segments, 2), v.split(segments, 2))
+            masks = valid.split(segments, 1) if valid is not None else [None] * len(segments)
+            out = torch.cat([self._attend(qs, ks, vs, m) for (qs, ks, vs), m in zip(parts, masks)], dim=2)
         out = out.transpose(1, 2).reshape(b, n, d)  # [B, N, D]
         return self.proj(out)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """q, k, v [B, H, N, hd], valid [B, N] or None -> [B, H, N, hd] with the configured kernel."""
+        if self.attn_impl == "sdpa":
+            mask = None if valid is None else valid[:, None, None, :]  # [B, 1, 1, N]
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, N, hd]
+        if self.attn_impl == "reference":
+            return reference_attention(q, k, v, valid)  # [B, H, N, hd]
+        if valid is not None:
+            raise ValueError("attn_impl='flash' does not take key-padding masks; use 'sdpa' with policy 'pad'")
+        return _flash_attention(q, k, v)  # [B, H, N, hd]
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, attn_impl={self.attn_impl!r}"
@@ -132,7 +148,8 @@ class Block(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         valid: torch.Tensor | None = None,
+        segments: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
-        """x [B, N, D] -> [B, N, D]."""
-        x = x + self.attn(self.norm1(x), rope=rope, valid=valid)
+        """x [B, N, D] -> [B, N, D]; `segments`: packed sequences (module docstring)."""
+        x = x + self.attn(self.norm1(x), rope=rope, valid=valid, segments=segments)
         return x + self.mlp(self.norm2(x))

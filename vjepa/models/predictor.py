@@ -136,22 +136,18 @@ class Predictor(nn.Module):
             table = sincos_3d_table(self.grid, self.pred_embed_dim, self.uniform_power)[None]  # [1, N, P]
             self.pos_embed.copy_(table.to(self.pos_embed.device, self.pos_embed.dtype))
 
-    def forward(
+    def _sequence(
         self,
         ctx: torch.Tensor,
         ctx_idx: torch.Tensor,
         tgt_idx: torch.Tensor,
         grid: tuple[int, int, int],
-        family: int = 0,
-        ctx_valid: torch.Tensor | None = None,
-        tgt_valid: torch.Tensor | None = None,
-        return_context: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Predict the encoder representation at `tgt_idx` from context tokens `ctx` at `ctx_idx` -> [B, Kt, L D]
-        (the pixel targets [B, Kt, X] with pixel_dim X > 0); with `return_context` (needs the context head) ->
-        (that, the context head's output [B, Kc, L D])."""
-        if return_context and self.proj_context is None:
-            raise ValueError("Predictor: return_context needs a predictor built with context_head=True")
+        family: int,
+        ctx_valid: torch.Tensor | None,
+        tgt_valid: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The joint input of one family: (tokens [B, Kc + Kt, P], token indices [B, Kc + Kt], key-padding
+        mask [B, Kc + Kt] or None)."""
         if not 0 <= family < self.num_mask_tokens:
             raise ValueError(f"Predictor: family {family} out of range; this predictor has {self.num_mask_tokens}")
         b, kc, _ = ctx.shape
@@ -163,20 +159,31 @@ class Predictor(nn.Module):
             table = table[None].expand(b, -1, -1)  # [B, N, P]
             x = x + gather_tokens(table, ctx_idx)  # [B, Kc, P]
             m = m + gather_tokens(table, tgt_idx)  # [B, Kt, P]
-        x = torch.cat([x, m], dim=1)  # [B, Kc + Kt, P]
-
-        rope = None
-        if self.rope is not None:
-            coords = idx_to_coords(torch.cat([ctx_idx, tgt_idx], dim=1), grid)  # [B, Kc + Kt, 3]
-            rope = self.rope(coords)  # cos, sin: [B, 1, Kc + Kt, 3c]
         valid = None
         if ctx_valid is not None or tgt_valid is not None:
             ctx_valid = ctx_valid if ctx_valid is not None else ctx_idx.new_ones(b, kc, dtype=torch.bool)
             tgt_valid = tgt_valid if tgt_valid is not None else tgt_idx.new_ones(b, kt, dtype=torch.bool)
             valid = torch.cat([ctx_valid, tgt_valid], dim=1)  # [B, Kc + Kt]
+        return torch.cat([x, m], dim=1), torch.cat([ctx_idx, tgt_idx], dim=1), valid
 
+    def _blocks(
+        self,
+        x: torch.Tensor,
+        idx: torch.Tensor,
+        grid: tuple[int, int, int],
+        valid: torch.Tensor | None,
+        segments: tuple[int, ...] | None,
+    ) -> torch.Tensor:
+        """x [B, K, P] at token indices idx [B, K] through the blocks (RoPE from idx) -> [B, K, P]."""
+        rope = self.rope(idx_to_coords(idx, grid)) if self.rope is not None else None  # cos, sin [B, 1, K, 3c]
         for blk in self.blocks:
-            x = blk(x, rope=rope, valid=valid)  # [B, Kc + Kt, P]
+            x = blk(x, rope=rope, valid=valid, segments=segments)  # [B, K, P]
+        return x
+
+    def _heads(
+        self, x: torch.Tensor, kc: int, return_context: bool
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Block outputs of one family [B, Kc + Kt, P] -> predictions at the targets (and at the context)."""
         if return_context:
             x = self.norm(x)  # [B, Kc + Kt, P]
             return self.proj(x[:, kc:]), self.proj_context(x[:, :kc])  # [B, Kt, L D], [B, Kc, L D]
@@ -184,3 +191,50 @@ class Predictor(nn.Module):
         if self.pixel_proj is not None:
             return self.pixel_proj(x)  # [B, Kt, X]
         return self.proj(x)  # [B, Kt, L D]
+
+    def forward(
+        self,
+        ctx: torch.Tensor | None,
+        ctx_idx: torch.Tensor | None,
+        tgt_idx: torch.Tensor | None,
+        grid: tuple[int, int, int],
+        family: int = 0,
+        ctx_valid: torch.Tensor | None = None,
+        tgt_valid: torch.Tensor | None = None,
+        return_context: bool = False,
+        families: list[dict] | None = None,
+    ):
+        """Predict the encoder representation at `tgt_idx` from context tokens `ctx` at `ctx_idx` -> [B, Kt, L D]
+        (the pixel targets [B, Kt, X] with pixel_dim X > 0); with `return_context` (needs the context head) ->
+        (that, the context head's output [B, Kc, L D]). With `families` (ctx, ctx_idx and tgt_idx None) the
+        predictions of several mask families at once, packed (`_forward_families`); through `forward` so that
+        FSDP2's hooks gather the parameters."""
+        if return_context and self.proj_context is None:
+            raise ValueError("Predictor: return_context needs a predictor built with context_head=True")
+        if families is not None:
+            return self._forward_families(families, grid, return_context)
+        x, idx, valid = self._sequence(ctx, ctx_idx, tgt_idx, grid, family, ctx_valid, tgt_valid)
+        return self._heads(self._blocks(x, idx, grid, valid, None), ctx.shape[1], return_context)
+
+    def _forward_families(
+        self, families: list[dict], grid: tuple[int, int, int], return_context: bool
+    ) -> list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """`forward` for several mask families at once, packed into one sequence per clip (vjepa/models/layers.py):
+        every per-token operation runs once over all families, attention within each. `families[f]` holds the
+        keyword arguments of `forward` for family f (ctx, ctx_idx, tgt_idx, ctx_valid, tgt_valid; `family`
+        defaults to f). Returns what `forward` returns, per family, equal to it to float rounding."""
+        parts = [
+            self._sequence(
+                f["ctx"], f["ctx_idx"], f["tgt_idx"], grid, f.get("family", k), f.get("ctx_valid"), f.get("tgt_valid")
+            )
+            for k, f in enumerate(families)
+        ]
+        segments = tuple(int(x.shape[1]) for x, _, _ in parts)
+        valid = None
+        if any(v is not None for _, _, v in parts):
+            valid = torch.cat([v if v is not None else i.new_ones(i.shape, dtype=torch.bool) for _, i, v in parts], 1)
+        x = torch.cat([x for x, _, _ in parts], dim=1)  # [B, sum (Kc + Kt), P]
+        idx = torch.cat([i for _, i, _ in parts], dim=1)
+        out = self._blocks(x, idx, grid, valid, segments if len(parts) > 1 else None)
+        kcs = [int(f["ctx"].shape[1]) for f in families]
+        return [self._heads(y, kc, return_context) for y, kc in zip(out.split(segments, dim=1), kcs)]

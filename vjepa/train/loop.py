@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,9 +38,10 @@ import torch.distributed as dist
 from torch import nn
 
 from vjepa.config import Config, dump_config
-from vjepa.data.loader import build_loader
-from vjepa.distributed import DistInfo, all_reduce_mean, apply_fsdp, init_distributed
+from vjepa.data.loader import build_loader, video_decoder
+from vjepa.distributed import DistInfo, all_reduce_mean, apply_fsdp, init_distributed, wants_fsdp
 from vjepa.export import CheckpointMismatchError
+from vjepa.flops import StepShape, mfu, peak_flops
 from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
@@ -129,12 +131,13 @@ def objective_dims(cfg: Config) -> Dims:
 
 
 def build_training(
-    cfg: Config, info: DistInfo, dtype: torch.dtype, fsdp: bool = True
+    cfg: Config, info: DistInfo, dtype: torch.dtype, fsdp: bool | None = None
 ) -> tuple[nn.ModuleDict, torch.optim.Optimizer, list[Planned]]:
     """Encoder, predictor and target encoder (an EMA copy of the encoder, no grad, eval mode) on the device,
-    wrapped with FSDP2 per block and root, the auxiliary objectives with a weight above 0 (`models["objectives"]`,
-    present only when there are some; heads sharded as roots of their own, in fp32), plus AdamW over encoder,
-    predictor and heads. `fsdp=False` leaves the modules plain (benchmarks only: training always shards)."""
+    wrapped with FSDP2 per block and root when `fsdp` (None: as train.fsdp decides, vjepa.distributed.wants_fsdp),
+    the auxiliary objectives with a weight above 0 (`models["objectives"]`, present only when there are some; heads
+    sharded as roots of their own, in fp32), plus AdamW over encoder, predictor and heads. Activation checkpointing
+    and compile apply either way."""
     torch.manual_seed(cfg.train.seed)
     encoder, predictor = build_models(cfg)
     target_encoder = copy.deepcopy(encoder).requires_grad_(False)
@@ -142,11 +145,14 @@ def build_training(
     encoder, predictor, target_encoder = (x.to(info.device) for x in (encoder, predictor, target_encoder))
     for planned in aux:
         planned.module.to(info.device)
+    if fsdp is None:
+        fsdp = wants_fsdp(cfg.train.fsdp, info.world_size, dtype)
+    m, mesh = cfg.model, info.mesh
+    kw = dict(compile_blocks=m.compile, compile_backend=m.compile_backend, shard=fsdp)
+    for module in (encoder, predictor):
+        apply_fsdp(module, module.blocks, mesh, dtype, activation_checkpointing=m.activation_checkpointing, **kw)
+    apply_fsdp(target_encoder, target_encoder.blocks, mesh, dtype, no_backward=True, **kw)
     if fsdp:
-        ac, comp = cfg.model.activation_checkpointing, cfg.model.compile
-        for module in (encoder, predictor):
-            apply_fsdp(module, module.blocks, info.mesh, dtype, activation_checkpointing=ac, compile_blocks=comp)
-        apply_fsdp(target_encoder, target_encoder.blocks, info.mesh, dtype, compile_blocks=comp, no_backward=True)
         for planned in aux:
             if any(True for _ in planned.module.parameters()):
                 apply_fsdp(planned.module, nn.ModuleList(), info.mesh, torch.float32)
@@ -241,6 +247,28 @@ class RunLogger:
 def kept_tokens(idx: torch.Tensor, valid: torch.Tensor | None) -> float | int:
     """Kept tokens per clip: the index width, or the mean count of valid slots when rows are padded."""
     return int(idx.shape[1]) if valid is None else round(valid.sum(1).float().mean().item(), 1)
+
+
+def throughput(shape: StepShape, record: dict, world_size: int, peak: float | None, device: torch.device) -> dict:
+    """tokens/s (input tokens of the clips, all processes), model TFLOP/s per device and MFU (vjepa/flops.py; MFU
+    None without a known peak), peak memory of this process in MB (CUDA allocator, or the CPU's max RSS)."""
+    flops = shape.step(record["ctx_tokens"], record["tgt_tokens"])["step"]  # per clip
+    per_device = record["clips_per_s"] / world_size
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {
+        "tokens_per_s": record["clips_per_s"] * shape.tokens,
+        "tflops_per_device": flops * per_device / 1e12,
+        "mfu": mfu(flops, per_device, peak),
+        "peak_mem_mb": round(memory, 1),
+    }
+
+
+def _gpu_text(record: dict) -> str:
+    mfu_text = f" MFU {100 * record['mfu']:.1f}%" if record.get("mfu") is not None else ""
+    return f"{mfu_text} mem {record['peak_mem_mb'] / 1024:.1f}G"
 
 
 def _fmt_time(seconds: float) -> str:
@@ -359,9 +387,18 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
     n_params = sum(p.numel() for p in encoder.parameters()) + sum(p.numel() for p in predictor.parameters())
     logger.print(
         f"training steps {start_step} -> {end_step} of {o.total_steps}; world size {info.world_size}; "
-        f"global batch {global_batch}; {n_params / 1e6:.2f}M trainable parameters; {device} {dtype}"
+        f"global batch {global_batch}; {n_params / 1e6:.2f}M trainable parameters; {device} {dtype}; "
+        + ("FSDP2" if wants_fsdp(cfg.train.fsdp, info.world_size, dtype) else "no FSDP (one fp32 process)")
     )
+    decoder = video_decoder(cfg)
+    if decoder is not None:
+        logger.print(f"video decoder: {decoder}" + (" (data.decoder=auto)" if cfg.data.decoder == "auto" else ""))
     objective = Objective.from_config(o, cfg.model.levels)
+    shape = StepShape.from_config(cfg)
+    buckets = cfg.model.compile_buckets if cfg.model.compile else 0.0
+    peak = t.peak_tflops * 1e12 if t.peak_tflops > 0 else None
+    if peak is None and device.type == "cuda":
+        peak = peak_flops(torch.cuda.get_device_name(device))
     history: list[dict] = []
     bad = torch.zeros((), dtype=torch.bool, device=device)
     data_time = step_time = 0.0
@@ -387,6 +424,8 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
         admit = None
         if guard is not None:  # one host sync per step, only with the guard on; the same decision on every rank
             admit = lambda loss, s=step: guard.admit(all_reduce_mean(loss).item(), s)  # noqa: E731
+        if buckets:
+            masks = [mk.bucketed(buckets) for mk in masks]  # static shapes for the compiled blocks
         out = train_step(
             encoder=encoder,
             target_encoder=target_encoder,
@@ -408,6 +447,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
             step=step,
             total_steps=o.total_steps,
             guard=admit,
+            pack=cfg.model.pack_families,
         )
         if out.skipped:
             _report_skip(logger, guard, step, run_dir, last_good)
@@ -456,6 +496,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 "eta_s": sec_per_step * (end_step - step - 1),
                 **totals,
             }
+            record.update(throughput(shape, record, info.world_size, peak, device))
             record["jepa_loss"] = statistics.fmean(record[f"loss_{i}"] for i in range(len(out.family_losses)))
             if out.dense is not None:
                 record["dense_loss"] = all_reduce_mean(out.dense).item()
@@ -475,7 +516,8 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 f"step {step + 1}/{end_step} loss {loss:.4f}{jepa} lr {hp.lr:.2e} wd {hp.weight_decay:.3f} "
                 f"m {hp.momentum:.5f} ctx/tgt {record['ctx_tokens']}/{record['tgt_tokens']} "
                 f"data {record['data_time'] * 1e3:.0f}ms step {record['step_time'] * 1e3:.0f}ms "
-                f"{record['clips_per_s']:.1f} clips/s spread {record['target_spread']:.3f} "
+                f"{record['clips_per_s']:.1f} clips/s {record['tokens_per_s']:.3g} tok/s{_gpu_text(record)} "
+                f"spread {record['target_spread']:.3f} "
                 f"tok {record['token_spread']:.3f} rank {record['target_rank']:.1f} "
                 f"ETA {_fmt_time(record['eta_s'])}" + ("  WARNING: target features collapsing" if collapse else "")
             )

@@ -109,14 +109,31 @@ def compute_targets(target_encoder: nn.Module, video: torch.Tensor, levels: int 
     return chunk_layer_norm(h, levels)  # [B, N, D] fp32, normed per encoder-width chunk
 
 
-def _predict(
-    predictor: nn.Module, z: torch.Tensor, m, grid: tuple[int, int, int], family: int, with_context: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(predictions at the targets [B, Kt, D], at the context tokens [B, Kc, D] or None without the dense loss)."""
-    kw = dict(family=family, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
-    if with_context:
-        return predictor(z, m.ctx_idx, m.tgt_idx, grid, return_context=True, **kw)
-    return predictor(z, m.ctx_idx, m.tgt_idx, grid, **kw), None
+def predict_families(
+    predictor: nn.Module,
+    contexts: list[torch.Tensor],
+    masks: list,
+    grid: tuple[int, int, int],
+    with_context: bool,
+    pack: bool,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per family (predictions at the targets [B, Kt, D], at the context tokens [B, Kc, D] or None without the
+    dense loss); `pack`: all families in one packed predictor call (vjepa/models/layers.py)."""
+    if pack and len(masks) > 1:
+        families = [
+            dict(ctx=z, ctx_idx=m.ctx_idx, tgt_idx=m.tgt_idx, family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
+            for f, (m, z) in enumerate(zip(masks, contexts))
+        ]
+        outs = predictor(None, None, None, grid, return_context=with_context, families=families)
+        return [out if with_context else (out, None) for out in outs]
+    result = []
+    for f, (m, z) in enumerate(zip(masks, contexts)):
+        kw = dict(family=f, ctx_valid=m.ctx_valid, tgt_valid=m.tgt_valid)
+        if with_context:
+            result.append(predictor(z, m.ctx_idx, m.tgt_idx, grid, return_context=True, **kw))
+        else:
+            result.append((predictor(z, m.ctx_idx, m.tgt_idx, grid, **kw), None))
+    return result
 
 
 def dense_term(
@@ -164,19 +181,21 @@ def forward_loss(
     aux: Sequence[Planned] = (),
     step: int = 0,
     total_steps: int = 1,
+    pack: bool = True,
 ) -> tuple[
     torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]
 ]:
     """(loss, per-family JEPA losses, (target spread, token spread, rank), auxiliary losses and metrics, plus
-    `dense`, the unweighted dense loss, when it is on)."""
+    `dense`, the unweighted dense loss, when it is on). `pack`: the mask families go through the context encoder
+    and the predictor as one packed sequence per clip (model.pack_families); False: one call per family."""
     h = step_targets(target_encoder, video, grid, objective)  # [B, N, D]
     spread = h.mean(dim=1).std(dim=0).mean()
     token_spread = h.std(dim=1).mean()  # near 0 when all tokens of a clip carry the same feature
     rank = effective_rank(h.reshape(-1, h.shape[-1])) if want_rank else None
-    contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks])  # list of [B, Kc, D]
+    contexts = encoder(video, [m.ctx_idx for m in masks], [m.ctx_valid for m in masks], packed=pack)  # [B, Kc, D]
+    predictions = predict_families(predictor, contexts, masks, grid, objective.dense, pack)
     family_losses, total, stds, states, dense_terms = [], 0.0, [], [], []
-    for f, (m, z) in enumerate(zip(masks, contexts)):
-        pred, ctx_pred = _predict(predictor, z, m, grid, f, objective.dense)
+    for m, z, (pred, ctx_pred) in zip(masks, contexts, predictions):
         if ctx_pred is not None:
             dense_terms.append(dense_term(ctx_pred, h, m, grid, objective))
         target = gather_tokens(h, m.tgt_idx)  # [B, Kt, D]
@@ -286,6 +305,7 @@ def train_step(
     step: int = 0,
     total_steps: int = 1,
     guard: Callable[[torch.Tensor], bool] | None = None,
+    pack: bool = True,
 ) -> StepOutput:
     """One update. `aux`: the run's auxiliary objectives (vjepa.objectives.plan_objectives), `heads` the module
     holding their parameters (models["objectives"]), `step` / `total_steps` what schedules inside them read.
@@ -294,7 +314,7 @@ def train_step(
     set_hyper(optimizer, hp.lr, hp.weight_decay)
     optimizer.zero_grad(set_to_none=True)
     loss, family_losses, (spread, token_spread, rank), metrics = forward_loss(
-        encoder, target_encoder, predictor, video, masks, grid, objective, want_rank, aux, step, total_steps
+        encoder, target_encoder, predictor, video, masks, grid, objective, want_rank, aux, step, total_steps, pack
     )
     loss.backward()
     apply = guard is None or guard(loss.detach())
