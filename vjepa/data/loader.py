@@ -149,8 +149,10 @@ class ShardSource:
         shuffle_buffer: int,
         max_bad_fraction: float,
         short_videos: str = "pad",
+        decode_threads: int = 1,
     ) -> None:
         self.shards = expand_shard_pattern(pattern)
+        self.decode_threads = decode_threads
         self.short_videos = short_videos
         self.pattern, self.index, self.seed, self.sampling = pattern, index, seed, sampling
         self.frames_per_clip = sampling.frames_per_clip
@@ -203,6 +205,7 @@ class ShardSource:
                 gen=gen,
                 backend=self.backend,
                 short_videos=self.short_videos,
+                threads=self.decode_threads,
             )
             if clips is None:
                 continue
@@ -310,6 +313,15 @@ def video_decoder(cfg: Config) -> str | None:
     return resolve_backend(cfg.data.decoder)
 
 
+def decode_threads(cfg: Config) -> int:
+    """Decoder threads per loader process: data.decode_threads, or for 0 the CPUs this process may use shared
+    among the loader workers (all of them for the main process), at least 1."""
+    if cfg.data.decode_threads > 0:
+        return cfg.data.decode_threads
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, cfg.data.num_workers))
+
+
 def build_transform(cfg: Config) -> Transform:
     from vjepa.data.transforms import VideoTransform
 
@@ -343,6 +355,7 @@ def build_source(spec: SourceSpec, index: int, cfg: Config) -> ListSource | Shar
             shuffle_buffer=d.shard_shuffle,
             max_bad_fraction=d.max_bad_fraction,
             short_videos=d.short_videos,
+            decode_threads=decode_threads(cfg),
         )
     from vjepa.data.video import VideoDataset
 
@@ -359,6 +372,7 @@ def build_source(spec: SourceSpec, index: int, cfg: Config) -> ListSource | Shar
         max_bad_fraction=d.max_bad_fraction,
         seed=seed,
         short_videos=d.short_videos,
+        decode_threads=decode_threads(cfg),
     )
     return ListSource(ds, index=index, seed=seed, frames_per_clip=fpc)
 

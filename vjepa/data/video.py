@@ -169,10 +169,18 @@ def load_clips(
     gen: torch.Generator,
     backend: str = "auto",
     short_videos: str = "pad",
+    threads: int = 1,
 ) -> list[torch.Tensor]:
     """Decode num_clips clips of one video or image (path or bytes): list of uint8 [T, H, W, C] (decode_clips)."""
     return decode_clips(
-        src, name=name, sampling=sampling, num_clips=num_clips, gen=gen, backend=backend, short_videos=short_videos
+        src,
+        name=name,
+        sampling=sampling,
+        num_clips=num_clips,
+        gen=gen,
+        backend=backend,
+        short_videos=short_videos,
+        threads=threads,
     )[0]
 
 
@@ -185,11 +193,13 @@ def decode_clips(
     gen: torch.Generator,
     backend: str = "auto",
     short_videos: str = "pad",
+    threads: int = 1,
 ) -> tuple[list[torch.Tensor], bool]:
     """(num_clips clips uint8 [T, H, W, C] of one video or image (path or bytes), whether they were padded).
 
     name: the file name (its extension tells images from videos; used in messages). short_videos: pad | skip
-    (module docstring). Raises UnusableVideo (ShortVideo for a short video with "skip")."""
+    (module docstring). threads: decoder threads (data.decode_threads). Raises UnusableVideo (ShortVideo for a
+    short video with "skip")."""
     from vjepa.data.decoders import DecodeError, available_backends, open_video, read_image, resolve_backend
 
     if short_videos not in SHORT_VIDEO_MODES:
@@ -214,7 +224,7 @@ def decode_clips(
 
     def decode(with_backend: str) -> torch.Tensor:
         nonlocal padded
-        with open_video(src, backend=with_backend) as vr:
+        with open_video(src, backend=with_backend, num_threads=threads) as vr:
             step = sampling.step_for(vr.fps)
             span = sampling.span(step)
             n = vr.num_frames
@@ -302,6 +312,7 @@ class BadFileTracker:
         gen: torch.Generator,
         backend: str,
         short_videos: str,
+        threads: int = 1,
     ) -> list[torch.Tensor] | None:
         """decode_clips with the outcome counted: the clips (padded ones added to num_padded), or None after recording
         a short video (short_videos="skip") or an unusable one under `label` (the file or shard member)."""
@@ -314,6 +325,7 @@ class BadFileTracker:
                 gen=gen,
                 backend=backend,
                 short_videos=short_videos,
+                threads=threads,
             )
         except ShortVideo as err:
             self.record_short(label, str(err), where)
@@ -368,6 +380,7 @@ class VideoDataset:
         seed: int = 0,
         min_attempts: int = 20,
         short_videos: str = "pad",
+        decode_threads: int = 1,
     ) -> None:
         """transform(frames uint8 [T, H, W, C], gen) -> float [C, T, S, S]; None gives the ImageNet-normalised
         clip at its decoded size. Exactly one of frame_step, fps, duration is > 0 (ClipSampling).
@@ -400,7 +413,7 @@ class VideoDataset:
         self.frames_per_clip = frames_per_clip
         self.num_clips = num_clips
         self.transform = transform
-        self.backend = backend
+        self.backend, self.decode_threads = backend, decode_threads
         self.seed = seed
 
     # Counters, kept as attributes of the dataset for callers and tests.
@@ -442,6 +455,7 @@ class VideoDataset:
                 gen=gen,
                 backend=self.backend,
                 short_videos=self.short_videos,
+                threads=self.decode_threads,
             )
             if clips is not None:
                 return clips, i, gen
