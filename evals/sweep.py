@@ -4,6 +4,7 @@
     vjepa sweep configs/sweeps/objectives.yaml --jobs 2        # two runs at once
     vjepa sweep configs/sweeps/objectives.yaml --backend slurm # one SLURM array task per run
     vjepa sweep report runs/sweeps/objectives                  # rebuild results.{md,json,csv} and plots
+    vjepa sweep table runs/sweeps/objectives --metric "..."    # a table of some metrics of results.json
 
 A sweep file (YAML, strict: unknown keys are errors naming the valid ones) names the base config files, the arms
 (each: config files layered over the base and `key=value` overrides; or a `grid` whose product makes the arms),
@@ -428,12 +429,13 @@ def run_slurm(cfg: SweepConfig, runs: list[Run], sweep_file: str, overrides: lis
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = __doc__
-    parser.add_argument("sweep", help="sweep YAML file, or `report` followed by a sweep folder")
+    parser.add_argument("sweep", help="sweep YAML file, or `report` / `table` followed by a sweep folder")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the sweep file (e.g. seeds=[0,1])")
     parser.add_argument("--backend", choices=("local", "slurm"), default="local")
     parser.add_argument("--jobs", type=int, default=1, help="local: runs at once")
     parser.add_argument("--no-wait", action="store_true", help="slurm: return after submitting")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and their state, run nothing")
+    parser.add_argument("--metric", action="append", default=[], help="table: a metric (repeat), NAME or NAME=LABEL")
 
 
 def _forward_stop(signum: int, frame: Any) -> None:
@@ -451,6 +453,19 @@ def run(args: argparse.Namespace) -> int:
     from evals.sweep_stats import write_report
     from vjepa.train.rundir import RunFolderError, RunLock
 
+    if args.sweep == "table":
+        from evals.sweep_stats import compact_table
+
+        try:
+            if len(args.overrides) != 1 or not args.metric:
+                raise ValueError("usage: vjepa sweep table SWEEP_FOLDER --metric NAME[=LABEL] [--metric ...]")
+            results = json.loads((Path(args.overrides[0]) / "results.json").read_text())
+            pairs = [m.split("=", 1) if "=" in m else [m, m] for m in args.metric]
+            print(compact_table(results, [n for n, _ in pairs], [lab for _, lab in pairs]), end="")
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if args.sweep == "report":
         if len(args.overrides) != 1:
             print("usage: vjepa sweep report SWEEP_FOLDER", file=sys.stderr)

@@ -172,46 +172,61 @@ def _fmt(x: float, metric: str) -> str:
     return f"{k * x:.1f}" if k == 100.0 else f"{x:.3g}"
 
 
+def table(
+    arms: list[str], base: str, rows: list[dict], names: list[str], with_diff: bool, labels: list[str] | None = None
+) -> list[str]:
+    """Markdown lines of one table: an arm per line, `names` (metrics) as columns (headed by `labels`), mean ± std
+    and, with_diff, the paired difference to `base` with its 95% interval."""
+    by = {(r["arm"], r["metric"]): r for r in rows}
+    heads = labels or names
+    lines = ["| arm | n | " + " | ".join(heads) + " |", "|---" * (len(names) + 2) + "|"]
+    for arm in arms:
+        cells, ns = [], set()
+        for metric in names:
+            r = by.get((arm, metric))
+            if r is None:
+                cells.append("-")
+                continue
+            ns.add(r["n"])
+            cell = f"{_fmt(r['mean'], metric)} ± {_fmt(r['std'], metric)}"
+            p = r.get("vs_baseline", {})
+            if with_diff and "lo" in p:
+                mark = " *" if p["significant"] else ""
+                k = _scale(metric)
+                cell += f" (Δ {k * p['diff']:+.3g} [{k * p['lo']:+.3g}, {k * p['hi']:+.3g}]{mark})"
+            cells.append(cell)
+        n = "/".join(str(x) for x in sorted(ns)) or "0"
+        lines.append(f"| {arm}{' (baseline)' if arm == base else ''} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def compact_table(results: dict, metrics: list[str], labels: list[str] | None = None) -> str:
+    """A table of some metrics of a finished report (its results.json), e.g. for a README."""
+    known = {r["metric"] for r in results["rows"]}
+    missing = [m for m in metrics if m not in known]
+    if missing:
+        raise ValueError(f"no metric {missing[0]!r} in the report; there are: {', '.join(sorted(known))}")
+    return "\n".join(table(results["arms"], results["baseline"], results["rows"], metrics, True, labels)) + "\n"
+
+
 def markdown(collected: dict, rows: list[dict]) -> str:
     base = collected["baseline"]
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     quality = [m for m in metrics if not m.startswith("cost")]
     cost = [m for m in metrics if m.startswith("cost")]
-    by = {(r["arm"], r["metric"]): r for r in rows}
-
-    def table(names: list[str], with_diff: bool) -> list[str]:
-        lines = ["| arm | n | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-        for arm in collected["arms"]:
-            cells, ns = [], set()
-            for metric in names:
-                r = by.get((arm, metric))
-                if r is None:
-                    cells.append("-")
-                    continue
-                ns.add(r["n"])
-                cell = f"{_fmt(r['mean'], metric)} ± {_fmt(r['std'], metric)}"
-                p = r.get("vs_baseline", {})
-                if with_diff and "lo" in p:
-                    mark = " *" if p["significant"] else ""
-                    k = _scale(metric)
-                    cell += f" (Δ {k * p['diff']:+.3g} [{k * p['lo']:+.3g}, {k * p['hi']:+.3g}]{mark})"
-                cells.append(cell)
-            n = "/".join(str(x) for x in sorted(ns)) or "0"
-            lines.append(f"| {arm}{' (baseline)' if arm == base else ''} | {n} | " + " | ".join(cells) + " |")
-        return lines
-
+    arms = collected["arms"]
     text = [
         "# Sweep results",
         "",
         f"Mean ± std over pretraining seeds (n); accuracies in %. Δ: paired difference to `{base}` over the seeds "
         "both finished, with its 95% Student-t interval; `*` where the interval excludes 0.",
         "",
-        *table(quality, True),
+        *table(arms, base, rows, quality, True),
         "",
         "Cost per run (seconds per step: median of the logged windows; peak resident memory of the pretraining "
         "process; wall seconds of pretraining and of the evaluations):",
         "",
-        *table(cost, False),
+        *table(arms, base, rows, cost, False),
         "",
     ]
     if collected["unfinished"]:

@@ -144,6 +144,14 @@ def test_sweep_failure_resume_and_report(tmp_path):
     (tmp_path / "sweep" / "results.md").unlink()
     again = sweep("report", str(tmp_path / "sweep"))
     assert again.returncode == 0 and (tmp_path / "sweep" / "results.md").read_text() == md
+    # a table of chosen metrics (what the README's study table is made with)
+    small = sweep("table", str(tmp_path / "sweep"), "--metric", "knn k=1 top-1=kNN", "--metric", "train jepa_loss")
+    assert small.returncode == 0, small.stderr
+    lines = small.stdout.splitlines()
+    assert lines[0] == "| arm | n | kNN | train jepa_loss |" and lines[2].startswith("| plain (baseline) | 2 | ")
+    assert "Δ" in lines[3] and len(lines) == 4
+    wrong = sweep("table", str(tmp_path / "sweep"), "--metric", "no such metric")
+    assert wrong.returncode == 2 and "no metric 'no such metric'" in wrong.stderr and "knn k=1 top-1" in wrong.stderr
 
 
 def test_sweep_stopped_by_sigterm_resumes(tmp_path):

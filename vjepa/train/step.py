@@ -22,6 +22,11 @@ Pixel targets (`optim.target=pixels`, vjepa/pixels.py): h is the clip's normalis
 target encoder is not run; it is still EMA-updated, so export and evaluation read it as usual) and loss_f is the
 pixel loss (L2 or L1 per token); `target_spread`, `token_spread` and the rank then describe those pixel targets.
 
+The families are computed together (`pack`, model.pack_families, the default): the encoder embeds the clip once
+and runs its blocks on all families' kept tokens as one packed sequence per clip, and the predictor does the same
+with all families' context and mask tokens; attention stays within each family (vjepa/models/layers.py), so the
+numbers are those of one call per family, to float rounding.
+
 No host synchronisation here: metrics are returned as tensors and read on log steps only. With no auxiliary
 objective no step state is built: the step is the plain one, operation for operation.
 
