@@ -438,6 +438,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", action="append", default=[], help="table: a metric (repeat), NAME or NAME=LABEL")
 
 
+def _metric_label(spec: str, known: set[str]) -> tuple[str, str]:
+    """`NAME` or `NAME=LABEL` of `vjepa sweep table --metric`; names may hold "=" themselves (knn k=1 top-1), so a
+    known name followed by "=" is looked for first."""
+    if spec in known:
+        return spec, spec
+    for name in sorted(known, key=len, reverse=True):
+        if spec.startswith(name + "="):
+            return name, spec[len(name) + 1 :]
+    name, _, label = spec.partition("=")
+    return name, label or name
+
+
 def _forward_stop(signum: int, frame: Any) -> None:
     """SIGTERM / SIGINT: start no new run, and pass the signal on so each running pretraining checkpoints."""
     _STOP.set()
@@ -460,7 +472,8 @@ def run(args: argparse.Namespace) -> int:
             if len(args.overrides) != 1 or not args.metric:
                 raise ValueError("usage: vjepa sweep table SWEEP_FOLDER --metric NAME[=LABEL] [--metric ...]")
             results = json.loads((Path(args.overrides[0]) / "results.json").read_text())
-            pairs = [m.split("=", 1) if "=" in m else [m, m] for m in args.metric]
+            known = {r["metric"] for r in results["rows"]}
+            pairs = [_metric_label(m, known) for m in args.metric]
             print(compact_table(results, [n for n, _ in pairs], [lab for _, lab in pairs]), end="")
         except (OSError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)

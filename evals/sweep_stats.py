@@ -193,7 +193,8 @@ def table(
             if with_diff and "lo" in p:
                 mark = " *" if p["significant"] else ""
                 k = _scale(metric)
-                cell += f" (Δ {k * p['diff']:+.3g} [{k * p['lo']:+.3g}, {k * p['hi']:+.3g}]{mark})"
+                d, lo, hi = (0.0 if abs(x) < 1e-9 else k * x for x in (p["diff"], p["lo"], p["hi"]))  # no -1e-16
+                cell += f" (Δ {d:+.3g} [{lo:+.3g}, {hi:+.3g}]{mark})"
             cells.append(cell)
         n = "/".join(str(x) for x in sorted(ns)) or "0"
         lines.append(f"| {arm}{' (baseline)' if arm == base else ''} | {n} | " + " | ".join(cells) + " |")
