@@ -122,7 +122,7 @@ class DataConfig:
     duration: float = 0.0  # seconds a clip covers: step = round(duration * video fps / frames_per_clip)
     repeat: int = 1  # samples per decoded video (repeated sampling amortises decoding); divides batch_size
     repeat_mode: str = "clips"  # clips (k clips of one decode) | masks (one clip k times, each with its own masks)
-    decode_threads: int = 0  # decoder threads per loader process; 0: the process's CPUs / data.num_workers
+    decode_threads: int = 1  # decoder threads per loader process; 0: the process's CPUs / data.num_workers
     decoder: str = "auto"  # auto | torchcodec | decord | pyav (auto: the first that works, named at start)
     crop_size: int = 224
     batch_size: int = 24  # per process
