@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vjepa.config import load_config  # noqa: E402
 from vjepa.data.loader import build_mask_generator  # noqa: E402
 from vjepa.distributed import init_distributed, shutdown  # noqa: E402
-from vjepa.flops import StepShape, mfu, peak_flops  # noqa: E402
+from vjepa.flops import StepShape, mfu, peak_flops, peak_memory_mb  # noqa: E402
 from vjepa.train import loop  # noqa: E402
 from vjepa.train.ema import ema_pairs  # noqa: E402
 from vjepa.train.schedules import hyper  # noqa: E402
@@ -95,14 +95,6 @@ class Runner:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def peak_memory(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
 
 
 def fitting_batch(runner: Runner, device: torch.device, max_batch: int) -> int:
@@ -170,7 +162,7 @@ def measure(args, info, dtype, ac: bool, attn: str) -> dict:
         "s_per_step": round(sec, 4),
         "clips_per_s_per_gpu": round(per_gpu, 3),
         "tokens_per_s_per_gpu": round(per_gpu * shape.tokens, 1),
-        "peak_mem_gb": round(peak_memory(dev) / 2**30, 2),
+        "peak_mem_gb": round(peak_memory_mb(dev) / 1024, 2),
         "gflops_per_clip": round(flops["step"] / 1e9, 1),
         "tflops_per_gpu": round(flops["step"] * per_gpu / 1e12, 2),
         "peak_tflops": None if peak is None else peak / 1e12,

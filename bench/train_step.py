@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vjepa.config import load_config  # noqa: E402
 from vjepa.data.loader import build_mask_generator  # noqa: E402
 from vjepa.distributed import init_distributed, shutdown  # noqa: E402
+from vjepa.flops import peak_memory_mb  # noqa: E402
 from vjepa.losses import jepa_loss  # noqa: E402
 from vjepa.masks.ops import gather_tokens  # noqa: E402
 from vjepa.train import loop  # noqa: E402
@@ -245,12 +245,6 @@ def breakdown(parts, video, masks_per_step, grid, cfg, sync, warmup):
         **{f"{k}_s": round(v, 5) for k, v in med.items()},
         **{f"{k}_pct": round(100 * v / total, 1) for k, v in med.items()},
     }
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; whole process
 
 
 def drive(args: argparse.Namespace) -> None:

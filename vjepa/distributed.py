@@ -123,7 +123,7 @@ def apply_fsdp(
 
             block = checkpoint_wrapper(block, preserve_rng_state=False)
         if compile_blocks:
-            # static shapes: training pads the kept-token counts to buckets (model.compile_bucket), so each bucket
+            # static shapes: training pads the kept-token counts to buckets (model.compile_buckets), so each bucket
             # compiles once; dynamic shapes would give up the fusions that make compiling worth it
             block = torch.compile(block, dynamic=False, backend=compile_backend)
         if shard:

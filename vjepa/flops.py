@@ -1,4 +1,4 @@
-"""The FLOP model of a V-JEPA training step, and model FLOP utilisation (MFU).
+"""The FLOP model of a V-JEPA training step, model FLOP utilisation (MFU), and peak memory as runs report it.
 
 Counted: multiply-accumulates of every matrix product, as 2 FLOPs each (the convention of the PaLM paper's MFU,
 arXiv 2204.02311 App. B, and of torch.utils.flop_counter, which tests/test_flops.py checks this model against).
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
 
 # Dense bf16 tensor-core peak per GPU, FLOP/s, matched against torch.cuda.get_device_name (first match wins).
 PEAK_BF16_FLOPS = (
@@ -75,12 +77,14 @@ class StepShape:
 
     @classmethod
     def from_config(cls, cfg) -> StepShape:
+        from vjepa.pixels import pixel_dim
+
         m, d = cfg.model, cfg.data
         r = m.resolved()
         grid = (d.frames_per_clip // m.tubelet_size) * (d.crop_size // m.patch_size) ** 2
         return cls(
             tokens=grid,
-            patch_dim=3 * m.tubelet_size * m.patch_size**2,
+            patch_dim=pixel_dim(3, m.tubelet_size, m.patch_size),
             width=r["embed_dim"],
             depth=r["depth"],
             mlp_ratio=r["mlp_ratio"],
@@ -119,6 +123,15 @@ class StepShape:
             "backward": 2 * (context + predictor),
             "step": target + 3 * (context + predictor),
         }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process in MiB: the CUDA allocator's peak on a GPU, the process's max RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def mfu(step_flops: float, clips_per_s_per_device: float, peak: float | None) -> float | None:

@@ -54,7 +54,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vjepa.config import Config, SourceSpec
-from vjepa.data.shards import expand_shard_pattern, sample_label, sample_media, sample_stream
+from vjepa.data.shards import NoReadableShard, expand_shard_pattern, sample_label, sample_media, sample_stream
 from vjepa.data.transforms import Transform
 from vjepa.data.video import BadFileTracker, ClipSampling
 from vjepa.masks.collator import MaskGenerator
@@ -175,15 +175,18 @@ class ShardSource:
             self.tracker.record(shard, reason)
 
         samples = sample_stream(mine, seed=seed, shuffle_buffer=self.shuffle_buffer, record_error=record)
-        for shard, name, parts in samples:
-            where = f"{shard}::{name}"
-            try:
-                ext, data = sample_media(name, parts, shard)
-                label = sample_label(name, parts, shard)
-            except ValueError as err:
-                record(where, str(err))
-                continue
-            yield where, label, ext, data
+        try:
+            for shard, name, parts in samples:
+                where = f"{shard}::{name}"
+                try:
+                    ext, data = sample_media(name, parts, shard)
+                    label = sample_label(name, parts, shard)
+                except ValueError as err:
+                    record(where, str(err))
+                    continue
+                yield where, label, ext, data
+        except NoReadableShard as err:  # the summary names the shards and why
+            raise RuntimeError(self.tracker.summary(f"no readable shard in {self.pattern} ({err})")) from err
 
     def unit(self, n: int, k: int, mode: str, ctx: _WorkerContext) -> list[tuple[torch.Tensor, int]]:
         if self._samples is None:

@@ -131,6 +131,10 @@ def expand_shard_pattern(spec: str | os.PathLike) -> list[str]:
     return paths
 
 
+class NoReadableShard(RuntimeError):
+    """A sample stream met only errors: more than its limit in a row, without a sample between them."""
+
+
 class _Failures:
     """The webdataset error handler of one sample stream: records each error (shard and reason) through `record`
     and keeps going; raises once `limit` errors came in a row without a sample between them."""
@@ -144,7 +148,7 @@ class _Failures:
         self.record(url, f"unreadable shard: {type(exn).__name__}: {reason}")
         self.in_a_row += 1
         if self.in_a_row > self.limit:
-            raise RuntimeError(f"no readable shard: {self.in_a_row} errors in a row, the last in {url}") from exn
+            raise NoReadableShard(f"{self.in_a_row} errors in a row, the last in {url}") from exn
         return True  # go on with the next shard
 
     def reset(self, samples: Iterator[dict]) -> Iterator[dict]:
@@ -159,7 +163,7 @@ def sample_stream(
     """(shard, key, {extension: bytes}) forever: shards of `urls` drawn with replacement, samples
     through a shuffle buffer of `shuffle_buffer`, everything seeded by `seed`. Unreadable shards (missing,
     truncated, corrupt, a failing pipe or URL) are passed to record_error(shard, reason) and skipped; when more than
-    4 x len(urls) errors come in a row the stream raises RuntimeError."""
+    4 x len(urls) errors come in a row the stream raises NoReadableShard."""
     import webdataset as wds
 
     failures = _Failures(urls, record_error, limit=4 * len(urls))

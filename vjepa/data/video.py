@@ -169,18 +169,10 @@ def load_clips(
     gen: torch.Generator,
     backend: str = "auto",
     short_videos: str = "pad",
-    threads: int = 1,
 ) -> list[torch.Tensor]:
     """Decode num_clips clips of one video or image (path or bytes): list of uint8 [T, H, W, C] (decode_clips)."""
     return decode_clips(
-        src,
-        name=name,
-        sampling=sampling,
-        num_clips=num_clips,
-        gen=gen,
-        backend=backend,
-        short_videos=short_videos,
-        threads=threads,
+        src, name=name, sampling=sampling, num_clips=num_clips, gen=gen, backend=backend, short_videos=short_videos
     )[0]
 
 

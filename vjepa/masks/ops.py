@@ -18,6 +18,8 @@ Shapes: B batch, N tokens (T' * H' * W'), K kept tokens, D width.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 POLICIES = ("random", "official", "pad")
@@ -31,6 +33,14 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         )
     index = idx.unsqueeze(-1).expand(-1, -1, x.shape[-1])  # [B, K, D]
     return torch.gather(x, 1, index)  # [B, K, D]
+
+
+def cat_valid(idx: Sequence[torch.Tensor], valid: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """Key-padding masks of index blocks laid end to end: [B, sum K_i] bool (all-True for a block whose mask is None),
+    or None when no block has one."""
+    if all(v is None for v in valid):
+        return None
+    return torch.cat([v if v is not None else i.new_ones(i.shape, dtype=torch.bool) for i, v in zip(idx, valid)], 1)
 
 
 def idx_to_coords(idx: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vjepa.masks.ops import cat_valid
+
 
 class MultiMaskEncoder(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
@@ -45,12 +47,7 @@ class MultiMaskEncoder(nn.Module):
             # [B, K_f, L D] each
             return [self.backbone.forward_tokens(tokens, grid, i, v, all_levels=True) for i, v in zip(idx, valid)]
         segments = tuple(int(i.shape[1]) for i in idx)
-        packed_valid = None
-        if any(v is not None for v in valid):
-            packed_valid = torch.cat(
-                [v if v is not None else i.new_ones(i.shape, dtype=torch.bool) for i, v in zip(idx, valid)], 1
-            )
         out = self.backbone.forward_tokens(
-            tokens, grid, torch.cat(idx, dim=1), packed_valid, all_levels=True, segments=segments
+            tokens, grid, torch.cat(idx, dim=1), cat_valid(idx, valid), all_levels=True, segments=segments
         )  # [B, sum K_f, L D]
         return list(out.split(segments, dim=1))  # [B, K_f, L D] each

@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vjepa.masks.ops import gather_tokens, idx_to_coords
+from vjepa.masks.ops import cat_valid, gather_tokens, idx_to_coords
 from vjepa.models.layers import Block
 from vjepa.models.pos_embed import RoPE3D, interpolate_table, sincos_3d_table
 
@@ -150,8 +150,7 @@ class Predictor(nn.Module):
         mask [B, Kc + Kt] or None)."""
         if not 0 <= family < self.num_mask_tokens:
             raise ValueError(f"Predictor: family {family} out of range; this predictor has {self.num_mask_tokens}")
-        b, kc, _ = ctx.shape
-        kt = tgt_idx.shape[1]
+        b, kt = ctx.shape[0], tgt_idx.shape[1]
         x = self.embed(ctx)  # [B, Kc, P] (from [B, Kc, L D])
         m = self.mask_tokens[family].to(x.dtype).expand(b, kt, -1)  # [B, Kt, P]
         if self.pos_embed is not None:
@@ -159,11 +158,7 @@ class Predictor(nn.Module):
             table = table[None].expand(b, -1, -1)  # [B, N, P]
             x = x + gather_tokens(table, ctx_idx)  # [B, Kc, P]
             m = m + gather_tokens(table, tgt_idx)  # [B, Kt, P]
-        valid = None
-        if ctx_valid is not None or tgt_valid is not None:
-            ctx_valid = ctx_valid if ctx_valid is not None else ctx_idx.new_ones(b, kc, dtype=torch.bool)
-            tgt_valid = tgt_valid if tgt_valid is not None else tgt_idx.new_ones(b, kt, dtype=torch.bool)
-            valid = torch.cat([ctx_valid, tgt_valid], dim=1)  # [B, Kc + Kt]
+        valid = cat_valid([ctx_idx, tgt_idx], [ctx_valid, tgt_valid])  # [B, Kc + Kt] or None
         return torch.cat([x, m], dim=1), torch.cat([ctx_idx, tgt_idx], dim=1), valid
 
     def _blocks(
@@ -230,9 +225,7 @@ class Predictor(nn.Module):
             for k, f in enumerate(families)
         ]
         segments = tuple(int(x.shape[1]) for x, _, _ in parts)
-        valid = None
-        if any(v is not None for _, _, v in parts):
-            valid = torch.cat([v if v is not None else i.new_ones(i.shape, dtype=torch.bool) for _, i, v in parts], 1)
+        valid = cat_valid([i for _, i, _ in parts], [v for _, _, v in parts])  # [B, sum (Kc + Kt)] or None
         x = torch.cat([x for x, _, _ in parts], dim=1)  # [B, sum (Kc + Kt), P]
         idx = torch.cat([i for _, i, _ in parts], dim=1)
         out = self._blocks(x, idx, grid, valid, segments if len(parts) > 1 else None)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from vjepa.config import Config, dump_config
 from vjepa.data.loader import build_loader, video_decoder
 from vjepa.distributed import DistInfo, all_reduce_mean, apply_fsdp, init_distributed, wants_fsdp
 from vjepa.export import CheckpointMismatchError
-from vjepa.flops import StepShape, mfu, peak_flops
+from vjepa.flops import StepShape, mfu, peak_flops, peak_memory_mb
 from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
@@ -254,15 +253,11 @@ def throughput(shape: StepShape, record: dict, world_size: int, peak: float | No
     None without a known peak), peak memory of this process in MB (CUDA allocator, or the CPU's max RSS)."""
     flops = shape.step(record["ctx_tokens"], record["tgt_tokens"])["step"]  # per clip
     per_device = record["clips_per_s"] / world_size
-    if device.type == "cuda":
-        memory = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {
         "tokens_per_s": record["clips_per_s"] * shape.tokens,
         "tflops_per_device": flops * per_device / 1e12,
         "mfu": mfu(flops, per_device, peak),
-        "peak_mem_mb": round(memory, 1),
+        "peak_mem_mb": round(peak_memory_mb(device), 1),
     }
 
 
