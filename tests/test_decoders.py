@@ -233,6 +233,65 @@ def test_pyav_reads_consecutive_chunks_without_seeking(sources, synthetic_files,
     assert len(opens) == 3  # first open, rewind after counting packets, start of the counting decode
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pyav_skips_unwanted_non_reference_frames(sources, threads, monkeypatch):
+    """A clip of every 4th frame: the unwanted non-reference frames of bikes (H.264 with B-frames) are dropped by
+    the decoder, and the wanted ones are exactly those of a full decode."""
+    path, ref = sources["bikes"]
+    decoded = []
+    decode = PyAVReader._decode
+
+    def counting(self):
+        for frame in decode(self):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(PyAVReader, "_decode", counting)
+    idx = list(range(31, 95, 4))  # 16 frames, from the keyframe at 30 on
+    with PyAVReader(path, num_threads=threads) as reader:
+        assert torch.equal(reader.get_frames(idx), ref[idx])
+    # the decoder starts at the keyframe 30 and stops a few frames after 91: 62 frames in between, 16 wanted
+    assert len(decoded) < 62 - 16, f"{len(decoded)} frames decoded: the non-reference ones were not skipped"
+    monkeypatch.setattr(PyAVReader, "_decode", decode)
+    with PyAVReader(path, num_threads=threads) as reader:  # later requests, continuing or seeking: nothing missing
+        assert torch.equal(reader.get_frames(idx[:4]), ref[idx[:4]])
+        assert torch.equal(reader.get_frames(range(44, 60)), ref[44:60])
+        assert torch.equal(reader.get_frames(range(31, 60)), ref[31:60])
+
+
+def test_pyav_reader_leaves_no_cycle_for_a_forked_worker(sources):
+    """A PyAV reader is freed when dropped (no reference cycle through its decoding generator): a cycle of PyAV
+    objects collected in a forked DataLoader worker frees the parent's FFmpeg scaler threads there and hangs it."""
+    import gc
+    import weakref
+
+    from torch.utils.data import DataLoader, IterableDataset
+
+    path, ref = sources["bikes"]
+    idx = list(range(31, 95, 4))
+    reader = PyAVReader(path)
+    reader.get_frames(idx[:8])  # stopped halfway through a decode, not closed
+    gone = weakref.ref(reader)
+    gc.disable()
+    try:
+        del reader
+        assert gone() is None, "the PyAV reader is kept alive by a reference cycle"
+    finally:
+        gc.enable()
+    kept_open = PyAVReader(path)
+    kept_open.get_frames(idx[:8])
+
+    class Frames(IterableDataset):
+        def __iter__(self):
+            gc.collect()
+            with PyAVReader(path) as r:
+                yield r.get_frames(idx)
+
+    (got,) = list(DataLoader(Frames(), batch_size=None, num_workers=1, timeout=60))
+    assert torch.equal(got, ref[idx])
+    kept_open.close()
+
+
 @pytest.mark.parametrize("backend", HERE)
 def test_threads_and_empty_request(synthetic_files, backend):
     path = synthetic_files["dir"] / "syn.mkv"
@@ -299,7 +358,7 @@ def test_unknown_backend_and_lazy_imports(synthetic_files, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
     monkeypatch.setitem(sys.modules, "av", None)
     assert available_backends() == []
-    with pytest.raises(ImportError, match="needs one of decord, torchcodec, pyav"):
+    with pytest.raises(ImportError, match="needs one of pyav, decord, torchcodec"):
         open_video(synthetic_files["dir"] / "syn.mp4")
     with pytest.raises(ImportError, match="FFmpeg 4-8 shared libraries"):
         open_video(synthetic_files["dir"] / "syn.mp4", backend="torchcodec")

@@ -333,8 +333,27 @@ def test_decord_failures_fall_back_to_pyav(tmp_path):
     sampling = ClipSampling(frames_per_clip=8, frame_step=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = load_clips(path, name=path, sampling=sampling, num_clips=2, gen=torch.Generator().manual_seed(3))
+        got = load_clips(path, name=path, sampling=sampling, num_clips=2, gen=torch.Generator().manual_seed(3),
+                         backend="decord")  # fmt: skip
     want = load_clips(path, name=path, sampling=sampling, num_clips=2, gen=torch.Generator().manual_seed(3),
                       backend="pyav")  # fmt: skip
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     assert any("decoded it with PyAV" in str(w.message) for w in caught)
+
+
+def test_worker_batches_are_built_in_shared_memory():
+    """In a loader worker the batch is stacked straight into shared memory (one copy, as default_collate does);
+    in the main process it is an ordinary tensor; the values are those of torch.stack either way."""
+    from vjepa.data.loader import stack_for_transfer
+
+    clips = [torch.full((3, 2, 4, 4), float(i)) for i in range(3)]
+
+    class Batches(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            out = stack_for_transfer(clips)
+            yield out, out.is_shared()
+
+    here = stack_for_transfer(clips)
+    assert torch.equal(here, torch.stack(clips)) and not here.is_shared()
+    ((video, shared),) = list(DataLoader(Batches(), batch_size=None, num_workers=1, timeout=60))
+    assert shared and torch.equal(video, torch.stack(clips))

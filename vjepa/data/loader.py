@@ -282,7 +282,7 @@ class TrainStream(IterableDataset):
         before = self.data_counts()
         samples = [s for j, n in units for s in self.sources[j].unit(n, self.repeat, self.mode, ctx)]
         counted = dict(zip(BATCH_COUNTERS, (a - b for a, b in zip(self.data_counts(), before))))
-        video = torch.stack([v for v, _ in samples])  # [b, C, T, S, S]
+        video = stack_for_transfer([v for v, _ in samples])  # [b, C, T, S, S]
         label = torch.tensor([lab for _, lab in samples])
         b = len(samples)
         gen = self.mask_generators[video.shape[2]]
@@ -294,6 +294,18 @@ class TrainStream(IterableDataset):
         ctx = _WorkerContext(rank=self.rank, world_size=self.world, start_step=self.start)
         for step in range(self.start + ctx.worker, self.end, ctx.num_workers):
             yield self.batch(step, ctx)
+
+
+def stack_for_transfer(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """torch.stack; in a loader worker straight into shared memory, as torch's default_collate does: the batch
+    then crosses to the training process without the second full copy that pickling a private tensor makes
+    (8 clips of 16 x 224 x 224: about 50 ms per batch saved, bench/data_loader.py)."""
+    if get_worker_info() is None:
+        return torch.stack(list(tensors))
+    first = tensors[0]
+    storage = first._typed_storage()._new_shared(len(tensors) * first.numel(), device=first.device)
+    out = first.new(storage).resize_(len(tensors), *first.shape)
+    return torch.stack(list(tensors), out=out)
 
 
 def source_specs(cfg: Config) -> list[SourceSpec]:

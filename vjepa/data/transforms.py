@@ -135,8 +135,9 @@ class VideoTransform:
             x = _resize(frames, (new_h, new_w))  # [T, C, new_h, new_w]
             top, left = (new_h - s) // 2, (new_w - s) // 2
             x = x[:, :, top : top + s, left : left + s]  # [T, C, S, S]
-        # uint8 layout change first: broadcasting per-channel constants over an innermost channel dim is slow.
-        x = x.permute(1, 0, 2, 3).contiguous().float()  # [C, T, S, S]
+        # layout change and cast in one pass (copy_); broadcasting per-channel constants over an innermost
+        # channel dim would be slow.
+        x = torch.empty(x.shape[1], x.shape[0], *x.shape[2:], dtype=torch.float32).copy_(x.permute(1, 0, 2, 3))
         m = torch.tensor(self.mean, dtype=x.dtype).view(-1, 1, 1, 1) * 255.0
         sd = torch.tensor(self.std, dtype=x.dtype).view(-1, 1, 1, 1) * 255.0
         return x.sub_(m).div_(sd)
