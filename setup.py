@@ -24,7 +24,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8",
-            "ruff>=0.5",
+            "ruff==0.17.6",  # pinned: CI runs ruff check and ruff format --check, whose rules change by version
             "transformers>=4.53",
             "torchcodec>=0.10",
             "tensorboard>=2.14",
