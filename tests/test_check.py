@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def test_shard_input(dataset, tmp_path):
     ]
     assert clean.read_text() == f"{shard}::000000 3\n{cut}::000000 3\n"
     records = _report(report)
-    assert records[1]["reason"].startswith(f"{shard}::000001: decord cannot open it")  # names the sample
+    assert re.match(rf"{re.escape(str(shard))}::000001: \w+ cannot open it", records[1]["reason"])  # names the sample
     assert records[0]["frames"] == 24 and records[0]["bytes"] == len(mp4)
     assert _run([shard, "--report", report]) == 1  # a single .tar path is recognised as shards too
 
