@@ -1,8 +1,12 @@
+import re
+
 from setuptools import find_packages, setup
+
+VERSION = re.search(r'^__version__ = "([^"]+)"', open("vjepa/__init__.py").read(), re.M).group(1)
 
 setup(
     name="vjepa",
-    version="0.1.0",
+    version=VERSION,  # one source: vjepa/__init__.py
     description="V-JEPA self-supervised video pretraining: models, masks, FSDP2 training, evaluation",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",

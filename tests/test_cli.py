@@ -106,3 +106,22 @@ def test_missing_csv_list_is_a_clear_error(tmp_path, capsys):
     )
     assert rc == 2
     assert "nope.csv" in capsys.readouterr().err
+
+
+def test_version_and_top_level_names():
+    """`vjepa --version` prints the package version (one source: vjepa/__init__.py, read by setup.py too);
+    the names users reach for are importable from the top level, lazily."""
+    import re
+
+    import vjepa
+    from vjepa.embed import Embedder
+    from vjepa.pretrained import load_pretrained, random_like
+
+    out = subprocess.run([sys.executable, "-m", "vjepa.cli", "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == f"vjepa {vjepa.__version__}", out
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert "version=VERSION" in setup and re.fullmatch(r"\d+\.\d+\.\d+", vjepa.__version__)
+    assert vjepa.load_pretrained is load_pretrained and vjepa.random_like is random_like
+    assert vjepa.Embedder is Embedder
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        vjepa.nope  # noqa: B018

@@ -19,6 +19,7 @@ import argparse
 import importlib
 import sys
 
+from vjepa import __version__
 from vjepa.config import ConfigError, load_config
 
 
@@ -97,6 +98,7 @@ def _run_module(module_name: str, prog: str, argv: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vjepa", description="V-JEPA video pretraining")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="pretrain an encoder (add key.sub=value overrides after the options)")
     p.add_argument(
