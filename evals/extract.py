@@ -41,8 +41,10 @@ import torch.distributed as dist
 from torch import nn
 
 from evals.probe_io import FEATURE_FORMAT, check_features
-from vjepa.data.video import ClipSampling, clip_starts, is_image, load_clips, read_csv_list
+from vjepa.data.media import is_image
+from vjepa.data.video import ClipSampling, clip_starts, load_clips, read_csv_list
 from vjepa.embed import OUTPUTS, Embedder, default_backend, normalize, resize_frames, short_side_size
+from vjepa.fileio import atomic_target
 from vjepa.seeding import make_generator
 
 FORMAT = FEATURE_FORMAT
@@ -284,10 +286,8 @@ def extract_features(
             "config": config,
             "skipped": part["skipped"],
         }
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        torch.save(saved, tmp)
-        tmp.replace(out_path)
+        with atomic_target(out_path) as tmp:
+            torch.save(saved, tmp)
     summary = {
         "out": str(out_path),
         "num_videos": len(rows),

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from vjepa.fileio import atomic_target
+
 FEATURE_FORMAT = "vjepa.features"
 PROBE_FORMAT = "vjepa.probe"
 OUTPUTS = {"pooled": 3, "frames": 4, "tokens": 4}  # output kind -> ndim of "features" ([N, V, D] or [N, V, K, D])
@@ -128,11 +130,8 @@ def num_classes(*label_sets: torch.Tensor) -> int:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename: a crash never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def classification_figures(

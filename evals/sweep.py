@@ -43,6 +43,7 @@ from evals.run import EVAL_KINDS, EvalRunConfig
 from launch.local import pretrain_command
 from launch.slurm import failure_reason
 from vjepa.config import ConfigError, dump_config, load_config, load_typed
+from vjepa.fileio import atomic_write
 
 STATUS = "sweep_status.json"
 PREEMPTED = 75  # vjepa pretrain's exit status after a stop signal and a checkpoint
@@ -188,10 +189,7 @@ def read_status(folder: Path) -> dict:
 
 
 def write_status(folder: Path, status: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{STATUS}.tmp"
-    tmp.write_text(json.dumps(status, indent=2))
-    os.replace(tmp, folder / STATUS)
+    atomic_write(folder / STATUS, json.dumps(status, indent=2))
 
 
 def eval_data(cfg: SweepConfig) -> tuple[str, str]:

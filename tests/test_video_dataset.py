@@ -236,3 +236,21 @@ def test_bad_constructor_arguments(synthetic_csv):
     with pytest.raises(IndexError):
         VideoDataset(csv_paths=[synthetic_csv], frames_per_clip=FPC, frame_step=STEP)[(6, 0)]
     assert os.path.isabs(good_paths(synthetic_csv)[0])
+
+
+def test_one_list_of_media_extensions(tmp_path):
+    """Folder sources, tar shards and the converters accept the same file kinds (vjepa.data.media): every video
+    extension a converter looks up is listed by the folder reader and taken from a shard sample."""
+    from vjepa.data import convert_io, make_shards, media, shards
+    from vjepa.data.video import read_folder
+
+    assert convert_io.VIDEO_EXTENSIONS is make_shards.VIDEO_EXTENSIONS is media.VIDEO_EXTENSIONS
+    assert shards.MEDIA_EXTENSIONS is media.MEDIA_EXTENSIONS
+    (tmp_path / "cls").mkdir()
+    for i, ext in enumerate(media.MEDIA_EXTENSIONS + (".txt", ".json")):
+        (tmp_path / "cls" / f"f{i}{ext.upper() if i % 2 else ext}").write_bytes(b"x")
+    rows, classes = read_folder(tmp_path)
+    assert classes == ["cls"] and len(rows) == len(media.MEDIA_EXTENSIONS)
+    for ext in media.MEDIA_EXTENSIONS:
+        assert shards.sample_media("k", {"json": b"{}", ext[1:]: b"v"}) == (ext[1:], b"v")
+    assert media.is_image("a/B.JPG") and not media.is_image("a/b.mpeg")

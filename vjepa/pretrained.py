@@ -55,6 +55,7 @@ from vjepa.export import (
     hf_config_from_models,
     to_hf_state_dict,
 )
+from vjepa.fileio import atomic_target
 from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
 from vjepa.models.predictor import Predictor
@@ -449,11 +450,6 @@ def random_like(path_or_encoder: str | os.PathLike | nn.Module, seed: int) -> Vi
     return _finish(encoder, source=source, device=device)
 
 
-def _atomic_path(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out.with_name(out.name + ".tmp")
-
-
 def _write_pt(ex: Exported, out: Path) -> None:
     d: dict[str, Any] = {
         "format": FORMAT,
@@ -468,9 +464,8 @@ def _write_pt(ex: Exported, out: Path) -> None:
         d.update(predictor=ex.predictor, num_mask_tokens=ex.num_mask_tokens, context_head=ex.context_head)
     if ex.heads:
         d.update(heads=ex.heads, objectives=ex.objectives)
-    tmp = _atomic_path(out)
-    torch.save(d, tmp)
-    tmp.replace(out)
+    with atomic_target(out) as tmp:
+        torch.save(d, tmp)
 
 
 def _write_safetensors(ex: Exported, out: Path) -> None:
@@ -494,9 +489,8 @@ def _write_safetensors(ex: Exported, out: Path) -> None:
         meta["context_head"] = json.dumps(ex.context_head)
     if ex.heads:
         meta["objectives"] = json.dumps(ex.objectives)
-    tmp = _atomic_path(out)
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(out)
+    with atomic_target(out) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def write_export(ex: Exported, out: str | os.PathLike) -> Path:
@@ -574,9 +568,8 @@ def export(
         folder = Path(hf_dir)
         folder.mkdir(parents=True, exist_ok=True)
         config.save_pretrained(str(folder))
-        tmp = folder / "model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
-        tmp.replace(folder / "model.safetensors")
+        with atomic_target(folder / "model.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"format": "pt"})
         result["hf_dir"] = str(folder)
     result["seconds"] = time.perf_counter() - start
     return result

@@ -57,8 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vjepa.data.decoders import BACKENDS, DecodeError, open_video, read_image, resolve_backend
+from vjepa.data.media import is_image
 from vjepa.data.shards import (
-    IMAGE_EXTENSIONS,
     ShardFormatError,
     expand_shard_pattern,
     iter_tar_samples,
@@ -90,7 +90,7 @@ class Entry:
 
     def __post_init__(self) -> None:
         if self.image is None:
-            object.__setattr__(self, "image", _is_image(self.path or ""))
+            object.__setattr__(self, "image", is_image(self.path or ""))
 
     @classmethod
     def bad(
@@ -175,10 +175,6 @@ def _check_entry(entry: Entry, needed_frames: int, full: bool, backend: str) -> 
 # Inputs ----------------------------------------------------------------------------------------------------------
 
 
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 def list_entries(csv_path: str | os.PathLike) -> Iterator[Entry]:
     """Entries of a CSV list, one per non-blank line; malformed lines become malformed entries (file:line)."""
     csv_path = Path(csv_path)
@@ -228,7 +224,7 @@ def shard_entries(shards: list[str]) -> Iterator[Entry]:
                     path=where,
                     label=label,
                     media=data,
-                    image=_is_image("x." + ext),
+                    image=is_image("x." + ext),
                     list_entry=f"{where} {label}",
                 )
         except (tarfile.TarError, ShardFormatError, OSError, EOFError) as err:

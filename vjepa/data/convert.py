@@ -52,7 +52,6 @@ from pathlib import Path
 
 from vjepa.data.convert_io import (
     SPLIT_ORDER,
-    VIDEO_EXTENSIONS,
     ConvertError,
     ConvertResult,
     ListBuilder,
@@ -67,6 +66,7 @@ from vjepa.data.convert_io import (
     text_lines,
     write_lists,
 )
+from vjepa.data.media import VIDEO_EXTENSIONS
 
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 CLIP_TIMES = re.compile(r"_(\d+)_(\d+)")  # what follows the id in `{id}_{start:06d}_{end:06d}`

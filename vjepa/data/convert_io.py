@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Extensions counted as video files when a converter looks a video up by name stem (Kinetics, SSv2, Diving-48).
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg")
+from vjepa.data.media import VIDEO_EXTENSIONS
+from vjepa.fileio import atomic_write_all
+
 SPLIT_WORDS = {
     "train": "train",
     "training": "train",
@@ -244,23 +244,6 @@ def _check_line_safe(text: str, what: str) -> None:
         raise ConvertError(f"{what} {text!r} cannot be written on one line of a list (empty, edge spaces or newline)")
 
 
-def _atomic_write(files: dict[Path, str]) -> None:
-    """Write every file to a temporary sibling first, then rename all into place; on failure remove the temporaries."""
-    temps: list[tuple[str, Path]] = []
-    try:
-        for path, text in files.items():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
-            temps.append((tmp, path))
-            Path(tmp).write_text(text, encoding="utf-8")
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-
 def write_lists(
     out_dir: PathLike,
     classes: Sequence[str],
@@ -300,7 +283,7 @@ def write_lists(
     if missing:
         texts[out_dir / "missing.txt"] = "".join(f"{s}\t{m}\n" for s, ms in built.missing.items() for m in ms)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(texts)
+    atomic_write_all(texts)
     if not missing and (out_dir / "missing.txt").exists():
         (out_dir / "missing.txt").unlink()  # stale report of an earlier run
     return ConvertResult(

@@ -61,9 +61,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from vjepa.data.media import VIDEO_EXTENSIONS
 from vjepa.data.reencode import BadVideo, probe_video, reencode_video, short_error
-from vjepa.data.shards import VIDEO_EXTENSIONS, split_member_name
+from vjepa.data.shards import split_member_name
 from vjepa.data.video import read_csv_list
+from vjepa.fileio import atomic_write, publish_temporary, temporary_of
 from vjepa.seeding import derive_seed
 
 MANIFEST = "manifest.jsonl"
@@ -220,7 +222,7 @@ class _ShardFile:
     """One shard being written as <name>.tmp; close() renames it and returns its manifest entry."""
 
     def __init__(self, path: Path, first: int) -> None:
-        self.path, self.tmp, self.first = path, path.with_name(path.name + ".tmp"), first
+        self.path, self.tmp, self.first = path, temporary_of(path), first
         import webdataset as wds
 
         self.file = open(self.tmp, "wb")  # closed in close() or discard()
@@ -242,10 +244,8 @@ class _ShardFile:
 
     def close(self, last: int, skipped: list[list]) -> dict:
         self.writer.close()  # the tar stream; the file is ours
-        self.file.flush()
-        os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.tmp, self.path)
+        publish_temporary(self.tmp, self.path, durable=True)
         return {
             "shard": self.path.name,
             "first": self.first,
@@ -268,15 +268,6 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _append_line(path: Path, record: dict) -> None:
@@ -314,7 +305,7 @@ def _resume(out: Path, header: dict) -> list[dict]:
                 f"{out} holds {stale[0].name} (and {len(stale) - 1} more of our files) but no {MANIFEST}; "
                 "pass --overwrite to delete them and start over"
             )
-        _write_atomic(manifest, json.dumps({"header": header}, sort_keys=True) + "\n")
+        atomic_write(manifest, json.dumps({"header": header}, sort_keys=True) + "\n", durable=True)
         return []
     lines = manifest.read_text(encoding="utf-8").splitlines()
     try:
@@ -343,7 +334,9 @@ def _resume(out: Path, header: dict) -> list[dict]:
             break
         entries.append(entry)
     if len(entries) != len(lines) - 1:
-        _write_atomic(manifest, "".join(json.dumps(r, sort_keys=True) + "\n" for r in [{"header": old}, *entries]))
+        atomic_write(
+            manifest, "".join(json.dumps(r, sort_keys=True) + "\n" for r in [{"header": old}, *entries]), durable=True
+        )
     keep = {out / e["shard"] for e in entries} | {manifest}
     for path in _our_files(out):
         if path not in keep:
@@ -495,13 +488,13 @@ def make_shards(
         raise MakeShardsError(f"no usable video in {csv_path}; see {out / SKIPPED}")
     bar.update(n, n - start, written, len(skipped), final=True)
     _write_skipped(out, skipped)
-    _write_atomic(out / SHARD_LIST, "".join(e["shard"] + "\n" for e in entries))
+    atomic_write(out / SHARD_LIST, "".join(e["shard"] + "\n" for e in entries), durable=True)
     return result(complete=True)
 
 
 def _write_skipped(out: Path, skipped: list[list]) -> None:
     lines = "".join(f"{line}\t{path}\t{reason}\n" for _, path, line, reason in skipped)
-    _write_atomic(out / SKIPPED, "# line\tpath\treason\n" + lines)
+    atomic_write(out / SKIPPED, "# line\tpath\treason\n" + lines, durable=True)
 
 
 def _require_libx264() -> None:

@@ -30,9 +30,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+from vjepa.data.media import MEDIA_EXTENSIONS
 
 
 class ShardFormatError(ValueError):

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from vjepa.data.shards import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS
+from vjepa.data.media import MEDIA_EXTENSIONS, is_image
 from vjepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_clip
 from vjepa.seeding import make_generator
 
@@ -115,10 +115,6 @@ def read_folder(folder: str | os.PathLike) -> tuple[list[tuple[str, int, int]], 
     if not rows:
         raise ValueError(f"no media files ({', '.join(MEDIA_EXTENSIONS)}) under {root}")
     return rows, classes
-
-
-def is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -43,6 +43,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from vjepa.export import check_tensor_shapes
+from vjepa.fileio import atomic_write
 from vjepa.train.rundir import complete_checkpoints, os_error_text
 
 
@@ -208,7 +209,6 @@ def _prune(root: Path, newest_step: int, keep_last: int) -> None:
 def _publish(root: Path, tmp: Path, final: Path, step: int, models: nn.Module, extra: dict) -> str | None:
     """Rank 0: meta.json into the finished `tmp`, rename it to `final`, point `latest` at it. Returns the failure
     (and undoes the rename, so `latest` and the folders agree again) or None."""
-    marker = root / "latest.tmp"
     renamed = False
     try:
         meta = {"step": step, "world_size": dist.get_world_size(), "shapes": _shapes(models), **extra}
@@ -218,12 +218,10 @@ def _publish(root: Path, tmp: Path, final: Path, step: int, models: nn.Module, e
             shutil.rmtree(final)
         tmp.rename(final)
         renamed = True
-        marker.write_text(final.name)
-        marker.replace(root / "latest")
+        atomic_write(root / "latest", final.name)
     except OSError as err:
         if renamed:  # `latest` still names the previous checkpoint: take the new one back out of sight
             final.rename(tmp)
-        marker.unlink(missing_ok=True)
         return os_error_text(err)
     return None
 

@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vjepa.fileio import atomic_write
+
 # Files and folders that make up a run (what `existing_run=archive` moves); anything else a user put there stays.
 RUN_FILES = ("checkpoints", "log.jsonl", "log_dropped.jsonl", "tb", "config.yaml", "git_revision.txt", "configs")
 LOCK_NAME = ".lock"
@@ -234,12 +236,6 @@ def _write_new(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def record_start(run_dir: Path, config_text: str, revision: str) -> StartRecord:
     """configs/config_NNN.yaml + git_revision_NNN.txt for this start, then config.yaml / git_revision.txt."""
     folder = Path(run_dir) / "configs"
@@ -257,8 +253,8 @@ def record_start(run_dir: Path, config_text: str, revision: str) -> StartRecord:
             except FileExistsError:
                 number += 1
         _write_new(record.revision, revision + "\n")
-        _write_atomic(Path(run_dir) / "config.yaml", config_text)
-        _write_atomic(Path(run_dir) / "git_revision.txt", revision + "\n")
+        atomic_write(Path(run_dir) / "config.yaml", config_text)
+        atomic_write(Path(run_dir) / "git_revision.txt", revision + "\n")
     except OSError as err:
         raise folder_error("write the config to run folder", Path(run_dir), err) from None
     return record
@@ -280,7 +276,7 @@ def truncate_log(run_dir: Path, step: int) -> int:
         if drop:
             with open(Path(run_dir) / "log_dropped.jsonl", "a") as f:
                 f.write("".join(line + "\n" for line in drop))
-        _write_atomic(path, "".join(line + "\n" for line in keep))
+        atomic_write(path, "".join(line + "\n" for line in keep))
     except OSError as err:
         raise folder_error("rewrite the log in run folder", Path(run_dir), err) from None
     return len(drop)
