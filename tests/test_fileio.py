@@ -59,6 +59,8 @@ def test_export_files_are_group_readable(tmp_path, umask_022, suffix):
     from vjepa.pretrained import Exported, write_export
 
     encoder = {"w": torch.zeros(2, 2)}
-    ex = Exported(model=ModelConfig(preset="tiny"), frames_per_clip=8, crop_size=32, step=1, source="t", encoder=encoder)
+    ex = Exported(
+        model=ModelConfig(preset="tiny"), frames_per_clip=8, crop_size=32, step=1, source="t", encoder=encoder
+    )
     out = write_export(ex, tmp_path / f"enc{suffix}")
     assert _mode(out) == 0o644, oct(_mode(out))

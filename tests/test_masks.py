@@ -1,5 +1,5 @@
 """Tests for vjepa.masks against independent oracles: hand-computed cases, a loop-based reference for the
-vectorised block masks, determinism (incl. DataLoader workers), policy statistics, edge cases.
+vectorised block masks, determinism, policy statistics, edge cases.
 
 Shapes: B batch, N tokens, K kept tokens, D width.
 """
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from vjepa.config import MaskSpec
-from vjepa.masks import FamilyMasks, MaskCollator, MaskGenerator, gather_tokens, idx_to_coords, index_to_mask
+from vjepa.masks import FamilyMasks, MaskGenerator, gather_tokens, idx_to_coords, index_to_mask
 from vjepa.masks.multiblock import (
     blocks_to_mask,
     masks_from_starts,
@@ -294,36 +293,6 @@ def test_block_size_shared_across_groups():
     assert all(torch.equal(c, torch.full((4,), t * h * w)) for c in counts)
     masks = [gen.sample_masks(2, 4, group=r)[0][1] for r in range(4)]
     assert any(not torch.equal(masks[0], m) for m in masks[1:])  # placements differ per group
-
-
-class _StepDataset(Dataset):
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, i):
-        return {"video": torch.full((3, 4, 8, 8), float(i)), "label": i % 3, "step": i // 4, "index": i}
-
-
-def test_collator_dataloader_workers_identical():
-    grid = (2, 4, 4)
-    collate = MaskCollator(MaskGenerator(grid=grid, specs=[MaskSpec(num_blocks=2, spatial_scale=(0.2, 0.4))]), rank=1)
-    runs = []
-    for workers in (0, 2):
-        loader = DataLoader(_StepDataset(), batch_size=4, shuffle=False, num_workers=workers, collate_fn=collate)
-        runs.append([(b["step"], b["video"].shape, b["label"].tolist(), _as_lists(b["masks"])) for b in loader])
-    assert runs[0] == runs[1]
-    assert [r[0] for r in runs[0]] == [0, 1, 2, 3] and runs[0][0][1] == (4, 3, 4, 8, 8)
-    direct = _as_lists(collate.generator(2, 4, group=1))
-    assert runs[0][2][3] == direct
-
-
-def test_collator_rejects_mixed_steps_and_missing_keys():
-    collate = MaskCollator(MaskGenerator(grid=(2, 4, 4), specs=[SHORT]))
-    ds = _StepDataset()
-    with pytest.raises(ValueError, match="different steps"):
-        collate([ds[3], ds[4]])
-    with pytest.raises(KeyError, match="step"):
-        collate([{"video": torch.zeros(3, 4, 8, 8), "label": 0}])
 
 
 def test_family_masks_to_device():

@@ -16,7 +16,7 @@ from test_train import tiny_cfg
 from torch.utils.data import DataLoader
 
 from vjepa.config import ConfigError, MaskSpec, load_config
-from vjepa.masks import MaskCollator, MaskGenerator, index_to_mask
+from vjepa.masks import MaskGenerator, index_to_mask
 from vjepa.masks.motion import SCORE_FLOOR, block_motion, corner_probs, sample_guided_starts, token_motion
 
 GRID = (4, 4, 4)  # clips of 8 frames, 16 x 16 pixels, tubelet 2, patch 4
@@ -184,15 +184,6 @@ def test_motion_masks_do_not_depend_on_the_process_split():
         gen.for_rows(0, 0, 4, 4)
     with pytest.raises(ValueError, match="mask.group_size divide data.batch_size"):
         MaskGenerator(grid=GRID, specs=[spec], group_size=4).for_rows(0, 0, 2, 4, video[:2])
-
-
-def test_collator_passes_the_clips():
-    spec = MaskSpec(num_blocks=3, spatial_scale=(0.05, 0.05), **MOTION)
-    video = _moving_patch(2, 3, 0)
-    samples = [{"video": video[i], "label": i, "step": 5} for i in range(2)]
-    batch = MaskCollator(MaskGenerator(grid=GRID, specs=[spec]))(samples)
-    tgt = index_to_mask(batch["masks"][0].tgt_idx, 64)
-    assert bool((tgt == _tube(3, 0)).all())
 
 
 def test_training_stream_masks_do_not_depend_on_loader_workers(tmp_path):

@@ -187,9 +187,9 @@ def test_a_head_never_changes_the_encoders_clipped_update(tmp_path):
     for p in heads.parameters():
         p.grad = 1e6 * torch.ones_like(p)
     without = {n: p.grad.clone() for n, p in enc.named_parameters()}
-    optimizer = build_optimizer(cfg.optim, {"encoder": enc, "predictor": pred, "heads": heads}, torch.device("cpu"))
+    optimizer = build_optimizer(cfg.optim, {"encoder": enc, "predictor": pred, "heads": heads})
     alone = copy.deepcopy(enc)
-    opt_alone = build_optimizer(cfg.optim, {"encoder": alone}, torch.device("cpu"))
+    opt_alone = build_optimizer(cfg.optim, {"encoder": alone})
     for p in alone.parameters():
         p.grad = torch.ones_like(p)
     total = clip_gradients(enc, pred, optimizer, 1.0, "global", True, heads)

@@ -86,7 +86,7 @@ def test_separate_clipping_clips_encoder_and_predictor_each_like_clip_grad_norm_
     for module in (ref_enc, ref_pred):
         torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
 
-    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, torch.device("cpu"))
+    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor})
     out = train_step(
         encoder=encoder,
         target_encoder=target,

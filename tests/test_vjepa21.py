@@ -325,7 +325,7 @@ def test_a_vetoed_step_changes_only_the_ema_target():
     torch.manual_seed(0)
     encoder, predictor = build_models(cfg)
     target = copy.deepcopy(encoder).requires_grad_(False)
-    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor}, torch.device("cpu"))
+    optimizer = build_optimizer(cfg.optim, {"encoder": encoder, "predictor": predictor})
     ema_t, ema_s = ema_pairs(encoder, target)
     video = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # a target different from the encoder, so that the EMA update shows

@@ -44,10 +44,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import default_collate
 
 from vjepa.masks.causal import causal_horizon, sample_causal
 from vjepa.masks.motion import corner_probs, token_motion
@@ -348,33 +347,3 @@ class MaskGenerator:
             masks = self._group(step, size, g, group_motion)
             parts.append([m.rows(max(lo, start) - start, min(hi, start + size) - start) for m in masks])
         return [stack_rows([p[f] for p in parts]) for f in range(len(self.specs))]
-
-
-class MaskCollator:
-    """DataLoader collate_fn: stacks samples and attaches the masks of the batch's global step.
-
-    The collated batch is one group seeded by `rank` (the official layout: one group per GPU batch); this is
-    `generator.for_rows` when group_size equals the per-process batch. The training stream (data/loader.py)
-    uses `for_rows` with the configured group size instead."""
-
-    def __init__(self, generator: MaskGenerator, rank: int = 0) -> None:
-        self.generator = generator
-        self.rank = int(rank)
-
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """samples: dicts with "video" [C, T, H, W], "label" int, "step" int (same for all), any other keys
-        (e.g. "index") collated alongside -> {"video": [B, C, T, H, W], "label": [B], "step": int,
-        "masks": list[FamilyMasks], ...}."""
-        if len(samples) == 0:
-            raise ValueError("MaskCollator: empty batch")
-        for key in ("video", "label", "step"):
-            if key not in samples[0]:
-                raise KeyError(f"MaskCollator: sample has no {key!r} key; keys: {sorted(samples[0])}")
-        steps = sorted({int(s["step"]) for s in samples})
-        if len(steps) != 1:
-            raise ValueError(f"MaskCollator: samples of one batch carry different steps {steps}")
-        batch = default_collate([{k: v for k, v in s.items() if k != "step"} for s in samples])
-        batch["step"] = steps[0]
-        video = batch["video"] if self.generator.needs_video else None  # placement "motion" reads the clips
-        batch["masks"] = self.generator(steps[0], len(samples), self.rank, video)
-        return batch

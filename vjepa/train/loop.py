@@ -164,7 +164,7 @@ def build_training(
         for p in aux:
             trained[f"objectives.{p.key}"] = p.module
             scales[f"objectives.{p.key}"] = (p.lr_scale, p.wd_scale)
-    return models, build_optimizer(cfg.optim, trained, info.device, scales), aux
+    return models, build_optimizer(cfg.optim, trained, scales), aux
 
 
 def params_finite(module: nn.Module) -> torch.Tensor:
@@ -319,7 +319,7 @@ def _open_run_folder(cfg: Config, info: DistInfo, lock: RunLock) -> tuple[Path |
     return (None if plan["ckpt"] is None else Path(plan["ckpt"])), plan["notes"]
 
 
-def train(cfg: Config, dist_info: DistInfo | None = None, stop: StopSignals | None = None) -> dict:
+def train(cfg: Config, stop: StopSignals | None = None) -> dict:
     """Pretrain per `cfg`; returns a summary (final step, losses logged on rank 0, whether it was preempted).
 
     Rank 0 holds the run folder's lock (vjepa/train/rundir.py) from before its first write until this returns or
@@ -328,7 +328,7 @@ def train(cfg: Config, dist_info: DistInfo | None = None, stop: StopSignals | No
     # ---- setup
     # FSDP2 warns that a Linear output is a view; nothing here modifies module outputs in place.
     warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
-    info = dist_info or init_distributed(cfg.train.device)
+    info = init_distributed(cfg.train.device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     lock = RunLock(Path(cfg.train.run_dir))
@@ -447,7 +447,7 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
         if out.skipped:
             _report_skip(logger, guard, step, run_dir, last_good)
         bad |= ~torch.isfinite(out.loss)
-        if device.type == "cuda":
+        if is_log and device.type == "cuda":  # time on log steps: the window's queued work finishes here
             torch.cuda.synchronize(device)
         tick = time.perf_counter()
         step_time += tick - t_data

@@ -42,7 +42,6 @@ def param_groups(modules: dict[str, nn.Module], scales: dict[str, tuple[float, f
 def build_optimizer(
     cfg: OptimConfig,
     modules: dict[str, nn.Module],
-    device: torch.device,
     scales: dict[str, tuple[float, float]] | None = None,
 ) -> torch.optim.AdamW:
     kind = {"fused": True} if cfg.fused else {"foreach": True}
