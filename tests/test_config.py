@@ -1,5 +1,6 @@
 """Strict config merge: defaults <- YAML <- overrides; typos and wrong types name the key."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,54 @@ def test_every_bounded_key_exists_and_defaults_pass():
         section, name = key.split(".")
         assert hasattr(getattr(cfg, section), name), key
     check_bounds(cfg)
+
+
+def test_enumerated_fields_are_literal_types_checked_by_the_merge():
+    """Every enumerated field's allowed values are its Literal type: the merge rejects others, naming the key and
+    the choices (validate() lists none of them), and the decoder names agree with the decoders module."""
+    import dataclasses
+    import typing
+
+    from vjepa import config as config_module
+    from vjepa.data.decoders import BACKENDS
+
+    assert typing.get_args(config_module.VideoDecoder) == ("auto", *BACKENDS)
+    literal_keys = []
+    for section in dataclasses.fields(config_module.Config):
+        cls = typing.get_type_hints(config_module.Config)[section.name]
+        if not dataclasses.is_dataclass(cls):
+            continue
+        for name, tp in typing.get_type_hints(cls).items():
+            if typing.get_origin(tp) is typing.Literal:
+                literal_keys.append((f"{section.name}.{name}", typing.get_args(tp)))
+    assert len(literal_keys) >= 14, literal_keys
+    for key, valid in literal_keys:
+        with pytest.raises(ConfigError, match=rf"^{key}: 'nope' is not one of \[{re.escape(repr(valid[0]))}"):
+            load_config(None, [f"{key}=nope"])
+        with pytest.raises(ConfigError, match=rf"^{key}: True is not one of"):
+            load_config(None, [f"{key}=true"])
+    with pytest.raises(ConfigError, match=r"^mask.families.1.kind: 'cube' is not one of"):
+        load_config(None, ["mask.families=[{kind: tube}, {kind: cube}]"])
+    with pytest.raises(ConfigError, match=r"^data.sources.0.kind: 'ftp' is not one of"):
+        load_config(None, ["data.sources=[{kind: ftp, path: x}]"])
+    source = (Path(config_module.__file__).parent / "config_checks.py").read_text()
+    assert "is not one of" not in source and "_choice" not in source
+
+
+def test_pred_mlp_ratio_is_a_field():
+    """The predictor's MLP ratio: explicit model.pred_mlp_ratio, else 4 for both giants (the official code), else
+    the encoder's ratio; the built predictor has that hidden width."""
+    from vjepa.train.loop import build_models
+
+    syn = ["data.source=synthetic"]
+    assert load_config(None, [*syn, "model.preset=giant_v1"]).model.predictor_arch()["mlp_ratio"] == 4.0
+    assert (
+        load_config(None, [*syn, "model.preset=tiny", "model.mlp_ratio=3"]).model.predictor_arch()["mlp_ratio"] == 3.0
+    )
+    cfg = load_config(
+        None, [*syn, "model.preset=tiny", "model.pred_depth=1", "model.pred_embed_dim=96", "model.pred_mlp_ratio=2"]
+    )
+    _, predictor = build_models(cfg)
+    assert predictor.blocks[0].mlp.fc1.out_features == 192
+    with pytest.raises(ConfigError, match="model.pred_mlp_ratio=0.0 must be > 0"):
+        load_config(None, [*syn, "model.pred_mlp_ratio=0"])

@@ -19,9 +19,12 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+# The video decoders data.decoder names (vjepa.data.decoders.BACKENDS, plus auto).
+VideoDecoder = Literal["auto", "torchcodec", "decord", "pyav"]
 
 
 class ConfigError(ValueError):
@@ -32,7 +35,7 @@ class ConfigError(ValueError):
 class MaskSpec:
     """One mask family (paper Sec. 3.2 and Appendix B). Block extents are fractions of the token grid."""
 
-    kind: str = "multiblock"  # multiblock | tube | causal
+    kind: Literal["multiblock", "tube", "causal"] = "multiblock"
     num_blocks: int = 8
     spatial_scale: tuple[float, float] = (0.15, 0.15)
     temporal_scale: tuple[float, float] = (1.0, 1.0)
@@ -42,7 +45,7 @@ class MaskSpec:
     causal_frames: int = 0  # kind "causal": context restricted to the first p token time steps
     # block corners: uniform | motion (FLD motion-guided masking, vjepa/masks/motion.py; multiblock and causal):
     # p(corner) = (1 - motion_mix) * (mean motion in the block)^motion_power / sum + motion_mix / #corners
-    placement: str = "uniform"
+    placement: Literal["uniform", "motion"] = "uniform"
     motion_power: float = 2.0
     motion_mix: float = 0.1
 
@@ -62,14 +65,15 @@ class ModelConfig:
     mlp_ratio: float | None = None
     patch_size: int = 16
     tubelet_size: int = 2
-    pos_embed: str = "sincos"  # sincos (V-JEPA 1) | rope (V-JEPA 2)
+    pos_embed: Literal["sincos", "rope"] = "sincos"  # sincos (V-JEPA 1) | rope (V-JEPA 2)
     uniform_power: bool = True
     qkv_bias: bool = True
-    attn_impl: str = "sdpa"  # sdpa | reference | flash
+    attn_impl: Literal["sdpa", "reference", "flash"] = "sdpa"
     init_rescale: bool = True  # keep the 1/sqrt(2*layer) rescale of attn.proj and mlp.fc2
     pred_embed_dim: int = 384
     pred_depth: int = 12
     pred_num_heads: int | None = None  # None: the encoder's heads (V-JEPA 1), 12 for giant_v2; V-JEPA 2 uses 12
+    pred_mlp_ratio: float | None = None  # None: 4 for the giants (as the official code), else the encoder's
     levels: int = 1  # 1, or 4: V-JEPA 2.1 deep supervision (4 encoder levels concatenated; width 4 D)
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each block, static shapes: masks padded to buckets (compile_buckets)
@@ -90,20 +94,24 @@ class ModelConfig:
         return base
 
     def predictor_arch(self) -> dict[str, Any]:
-        """Predictor heads and MLP ratio: explicit pred_num_heads, else the preset's default, else the encoder's."""
+        """Predictor heads and MLP ratio: explicit pred_num_heads / pred_mlp_ratio, else the preset's default, else
+        the encoder's."""
         from vjepa.models.presets import PREDICTOR_DEFAULTS, canonical_preset
 
         arch = self.resolved()
         defaults = PREDICTOR_DEFAULTS.get(canonical_preset(self.preset), {})
         heads = self.pred_num_heads or defaults.get("num_heads", arch["num_heads"])
-        return {"num_heads": heads, "mlp_ratio": defaults.get("mlp_ratio", arch["mlp_ratio"])}
+        ratio = self.pred_mlp_ratio or defaults.get("mlp_ratio", arch["mlp_ratio"])
+        return {"num_heads": heads, "mlp_ratio": ratio}
 
 
 @dataclass(frozen=True, kw_only=True)
 class SourceSpec:
     """One data source of a weighted mix (`data.sources`); see vjepa/data/loader.py for the mixing rules."""
 
-    kind: str = "csv"  # csv (a list file) | folder (videos below a folder) | shards (tar shards) | synthetic
+    kind: Literal["csv", "folder", "shards", "synthetic"] = (
+        "csv"  # csv (a list file) | folder (videos below a folder) | shards (tar shards) | synthetic
+    )
     path: str = ""  # list file | folder | shard list (.txt), glob or brace pattern; unused for synthetic
     weight: float = 1.0  # share of the clips drawn from this source (normalised over the sources)
     frames_per_clip: int = 0  # 0: data.frames_per_clip; differing values switch mixing from per sample to per step
@@ -113,7 +121,9 @@ class SourceSpec:
 class DataConfig:
     """Where clips come from and how they are cut and augmented (vjepa/data/loader.py)."""
 
-    source: str = "csv"  # csv (the lists in csv_paths, concatenated) | synthetic; ignored when sources is set
+    source: Literal["csv", "synthetic"] = (
+        "csv"  # csv (the lists in csv_paths, concatenated) | synthetic; ignored when sources is set
+    )
     csv_paths: tuple[str, ...] = ()
     sources: tuple[SourceSpec, ...] = ()  # a weighted mix of lists, folders, shards and synthetic videos
     frames_per_clip: int = 16
@@ -121,9 +131,11 @@ class DataConfig:
     fps: float = 0.0  # target frame rate: step = ceil(video fps) // fps (official V-JEPA 2; V-JEPA 2 uses 4)
     duration: float = 0.0  # seconds a clip covers: step = round(duration * video fps / frames_per_clip)
     repeat: int = 1  # samples per decoded video (repeated sampling amortises decoding); divides batch_size
-    repeat_mode: str = "clips"  # clips (k clips of one decode) | masks (one clip k times, each with its own masks)
+    repeat_mode: Literal["clips", "masks"] = (
+        "clips"  # clips (k clips of one decode) | masks (one clip k times, each with its own masks)
+    )
     decode_threads: int = 1  # decoder threads per loader process; 0: the process's CPUs / data.num_workers
-    decoder: str = "auto"  # auto | torchcodec | decord | pyav (auto: the first that works, named at start)
+    decoder: VideoDecoder = "auto"  # auto: the first that works (vjepa/data/decoders.py), named at start
     crop_size: int = 224
     batch_size: int = 24  # per process
     num_workers: int = 8
@@ -133,7 +145,9 @@ class DataConfig:
     random_resize_aspect: tuple[float, float] = (0.75, 1.35)
     hflip: float = 0.5
     max_bad_fraction: float = 0.05
-    short_videos: str = "pad"  # a video shorter than a clip's span: pad (repeat the last frame, official) | skip
+    short_videos: Literal["pad", "skip"] = (
+        "pad"  # a video shorter than a clip's span: pad (repeat the last frame, official) | skip
+    )
     synthetic_videos: int = 4096  # source "synthetic": number of distinct procedural videos
     synthetic_size: int = 0  # rendered frame size before the crop; 0 = crop_size * 8 // 7
     pin_memory: bool = True
@@ -142,7 +156,9 @@ class DataConfig:
 @dataclass(frozen=True, kw_only=True)
 class MaskConfig:
     families: tuple[MaskSpec, ...] = (SHORT_RANGE, LONG_RANGE)
-    policy: str = "random"  # random (unbiased) | official (cut the highest indices) | pad
+    policy: Literal["random", "official", "pad"] = (
+        "random"  # random (unbiased) | official (cut the highest indices) | pad
+    )
     group_size: int = 24  # clips whose masks are cut to one length (official: one GPU's batch, 24 in V-JEPA 1)
 
 
@@ -150,7 +166,9 @@ class MaskConfig:
 class OptimConfig:
     """Optimiser, schedules and loss. Schedules are pure functions of the global step (vjepa/train/schedules.py)."""
 
-    schedule: str = "cosine"  # cosine (V-JEPA 1) | wsd (V-JEPA 2: warmup, constant, linear cooldown)
+    schedule: Literal["cosine", "wsd"] = (
+        "cosine"  # cosine (V-JEPA 1) | wsd (V-JEPA 2: warmup, constant, linear cooldown)
+    )
     total_steps: int = 90_000
     horizon_scale: float = 1.25  # cosine: schedules span total_steps * horizon_scale (training stops at 80%)
     warmup_steps: int = 12_000
@@ -169,7 +187,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     clip_grad: float = 10.0  # 0 disables
-    clip_grad_mode: str = "global"  # global (one norm over all) | separate (encoder, predictor each; V-JEPA 1)
+    clip_grad_mode: Literal["global", "separate"] = (
+        "global"  # global (one norm over all) | separate (encoder, predictor each; V-JEPA 1)
+    )
     clip_after_warmup: bool = True
     loss_exp: float = 1.0
     var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on predictions
@@ -178,8 +198,8 @@ class OptimConfig:
     fused: bool = True  # fused AdamW kernel where available
     # what the predictor predicts: features (the target encoder's, V-JEPA) | pixels (each target tubelet's pixels,
     # normalised per patch as VideoMAE; no target encoder forward; vjepa/pixels.py)
-    target: str = "features"
-    pixel_loss: str = "l2"  # target pixels: l2 (mean squared error, VideoMAE) | l1
+    target: Literal["features", "pixels"] = "features"
+    pixel_loss: Literal["l2", "l1"] = "l2"  # target pixels: l2 (mean squared error, VideoMAE) | l1
     # V-JEPA 2.1 dense (context) loss: the predictor also predicts the context tokens (a head of its own); L1 against
     # the targets there, times dense_weight (0: off, no head built). Linear warmup of the weight: 0 before
     # dense_warmup_start, then up to dense_weight at dense_warmup_end (both 0: constant; official 15000 / 30000).
@@ -201,15 +221,17 @@ class OptimConfig:
 class TrainConfig:
     run_dir: str = "runs/vjepa"
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
-    fsdp: str = "auto"  # auto (FSDP2 unless one fp32 process: vjepa/distributed.py) | always
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on cuda, fp32 on cpu
+    fsdp: Literal["auto", "always"] = "auto"  # auto (FSDP2 unless one fp32 process: vjepa/distributed.py) | always
     peak_tflops: float = 0.0  # the device's peak for MFU; 0: from the GPU's name (vjepa/flops.py), none on CPU
     log_every: int = 10
     checkpoint_every: int = 1000
     checkpoint_every_minutes: float = 0.0  # also checkpoint when this much wall time passed since the last (0: off)
     keep_last: int = 2  # complete checkpoints kept (>= 1); the newest is never removed
-    existing_run: str = "refuse"  # train.resume=false in a folder holding a run: refuse | archive (moved aside)
+    existing_run: Literal["refuse", "archive"] = (
+        "refuse"  # train.resume=false in a folder holding a run: refuse | archive (moved aside)
+    )
     resume: bool = True  # continue from the latest checkpoint in run_dir if there is one
     init_from: str = ""  # a checkpoint folder to start from (e.g. V-JEPA 2 cooldown from the main phase)
     stop_after: int = 0  # stop at this step (schedules still span optim.total_steps); 0 = total_steps
@@ -256,6 +278,11 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML value to `tp`, or raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
+    if origin is Literal:  # the allowed values are the type: checked here, for every key, at load time
+        valid = typing.get_args(tp)
+        if isinstance(value, bool) or value not in valid:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(valid)}")
+        return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
         if value is None and type(None) in options:
