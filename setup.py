@@ -15,8 +15,8 @@ setup(
     install_requires=[
         "torch>=2.6,<2.15",
         "torchvision>=0.21",
-        "einops>=0.7",
-        "timm>=1.0",
+        "einops>=0.8",  # readable reshapes (attention heads); 0.8 registers its ops with torch.compile
+        "Pillow>=9",  # images in folder and shard sources, PCA figures
         "av>=12",  # PyAV: wheels bundle FFmpeg for every platform, the decoder that always works
         "decord>=0.6; platform_machine == 'x86_64' or platform_machine == 'AMD64'",  # no aarch64 / arm64 wheels
         "webdataset>=0.2",

@@ -67,7 +67,7 @@ from evals.probe_io import (
     num_classes,
     write_result,
 )
-from vjepa.models.layers import reference_attention
+from vjepa.models.layers import Mlp, reference_attention
 from vjepa.seeding import make_generator
 
 VARIANTS = {"v1": 0, "v2": 3}  # self-attention blocks before the cross-attention block
@@ -83,16 +83,6 @@ def default_num_heads(dim: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------
 # One probe: the readable reference path.
-
-
-class _Mlp(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, MLP_RATIO * dim)
-        self.fc2 = nn.Linear(MLP_RATIO * dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class _SelfAttention(nn.Module):
@@ -130,7 +120,7 @@ class _SelfBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = _SelfAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = _Mlp(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=MLP_RATIO * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -143,7 +133,7 @@ class _CrossBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = _CrossAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = _Mlp(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=MLP_RATIO * dim)
 
     def forward(self, query: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         y = query + self.attn(query, self.norm1(x))  # [B, D]

@@ -32,7 +32,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
+from einops import rearrange
 from torch import nn
 
 from vjepa.models.pos_embed import apply_rope
@@ -95,9 +95,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """x [B, N, D]; rope = (cos, sin) from `RoPE3D` or None; valid [B, N] bool or None; segments: token
         counts of packed sequences (module docstring) or None -> [B, N, D]."""
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)  # [B, N, 3, H, hd]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, hd]
+        q, k, v = rearrange(self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.num_heads)  # [B, H, N, hd]
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # [B, H, N, hd]
         if segments is None or len(segments) == 1:
@@ -106,8 +104,7 @@ class Attention(nn.Module):
             parts = zip(q.split(segments, 2), k.split(segments, 2), v.split(segments, 2))
             masks = valid.split(segments, 1) if valid is not None else [None] * len(segments)
             out = torch.cat([self._attend(qs, ks, vs, m) for (qs, ks, vs), m in zip(parts, masks)], dim=2)
-        out = out.transpose(1, 2).reshape(b, n, d)  # [B, N, D]
-        return self.proj(out)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # [B, N, D]
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         """q, k, v [B, H, N, hd], valid [B, N] or None -> [B, H, N, hd] with the configured kernel."""
@@ -122,6 +119,20 @@ class Attention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, attn_impl={self.attn_impl!r}"
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU (exact, erf) -> fc2; parameter names as the official code's (and timm's) Mlp."""
+
+    def __init__(self, *, in_features: int, hidden_features: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., D] -> [..., D]."""
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -141,7 +152,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_impl=attn_impl)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio))
 
     def forward(
         self,
