@@ -18,6 +18,7 @@ import argparse
 import copy
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -214,3 +215,17 @@ def test_export_command(trained, tmp_path, capsys):
     assert "sin-cos" in capsys.readouterr().err
     assert run(parser.parse_args([str(tmp_path / "nothing")])) == 2
     assert load_config(trained["run_dir"] / "config.yaml") == trained["cfg"]
+
+
+def test_torch_hub_entry_points(trained):
+    """hubconf.py: torch.hub.load(repo, name, source="local", path=...) gives what vjepa's own loaders give."""
+    repo = str(Path(__file__).resolve().parents[1])
+    video, root = trained["video"], trained["root"]
+    target = _features(trained["models"]["target_encoder"], video)
+    for path in (root / "enc.safetensors", root / "hf"):
+        encoder = torch.hub.load(repo, "vjepa_encoder", source="local", path=str(path))
+        torch.testing.assert_close(_features(encoder, video), target, atol=0, rtol=0, msg=str(path))
+    fresh = torch.hub.load(repo, "vjepa_random", source="local", path=str(root / "enc.pt"), seed=3)
+    assert torch.equal(_features(fresh, video), _features(random_like(root / "enc.pt", 3), video))
+    embedder = torch.hub.load(repo, "vjepa_embedder", source="local", path=str(root / "enc.pt"), batch_size=2)
+    assert embedder.encoder.embed_dim == 64
