@@ -109,9 +109,8 @@ class ModelConfig:
 class SourceSpec:
     """One data source of a weighted mix (`data.sources`); see vjepa/data/loader.py for the mixing rules."""
 
-    kind: Literal["csv", "folder", "shards", "synthetic"] = (
-        "csv"  # csv (a list file) | folder (videos below a folder) | shards (tar shards) | synthetic
-    )
+    # csv (a list file) | folder (videos below a folder) | shards (tar shards) | synthetic
+    kind: Literal["csv", "folder", "shards", "synthetic"] = "csv"
     path: str = ""  # list file | folder | shard list (.txt), glob or brace pattern; unused for synthetic
     weight: float = 1.0  # share of the clips drawn from this source (normalised over the sources)
     frames_per_clip: int = 0  # 0: data.frames_per_clip; differing values switch mixing from per sample to per step
@@ -121,9 +120,8 @@ class SourceSpec:
 class DataConfig:
     """Where clips come from and how they are cut and augmented (vjepa/data/loader.py)."""
 
-    source: Literal["csv", "synthetic"] = (
-        "csv"  # csv (the lists in csv_paths, concatenated) | synthetic; ignored when sources is set
-    )
+    # csv (the lists in csv_paths, concatenated) | synthetic; ignored when sources is set
+    source: Literal["csv", "synthetic"] = "csv"
     csv_paths: tuple[str, ...] = ()
     sources: tuple[SourceSpec, ...] = ()  # a weighted mix of lists, folders, shards and synthetic videos
     frames_per_clip: int = 16
@@ -131,9 +129,8 @@ class DataConfig:
     fps: float = 0.0  # target frame rate: step = ceil(video fps) // fps (official V-JEPA 2; V-JEPA 2 uses 4)
     duration: float = 0.0  # seconds a clip covers: step = round(duration * video fps / frames_per_clip)
     repeat: int = 1  # samples per decoded video (repeated sampling amortises decoding); divides batch_size
-    repeat_mode: Literal["clips", "masks"] = (
-        "clips"  # clips (k clips of one decode) | masks (one clip k times, each with its own masks)
-    )
+    # clips (k clips of one decode) | masks (one clip k times, each with its own masks)
+    repeat_mode: Literal["clips", "masks"] = "clips"
     decode_threads: int = 1  # decoder threads per loader process; 0: the process's CPUs / data.num_workers
     decoder: VideoDecoder = "auto"  # auto: the first that works (vjepa/data/decoders.py), named at start
     crop_size: int = 224
@@ -145,9 +142,8 @@ class DataConfig:
     random_resize_aspect: tuple[float, float] = (0.75, 1.35)
     hflip: float = 0.5
     max_bad_fraction: float = 0.05
-    short_videos: Literal["pad", "skip"] = (
-        "pad"  # a video shorter than a clip's span: pad (repeat the last frame, official) | skip
-    )
+    # a video shorter than a clip's span: pad (repeat the last frame, official) | skip
+    short_videos: Literal["pad", "skip"] = "pad"
     synthetic_videos: int = 4096  # source "synthetic": number of distinct procedural videos
     synthetic_size: int = 0  # rendered frame size before the crop; 0 = crop_size * 8 // 7
     pin_memory: bool = True
@@ -156,9 +152,8 @@ class DataConfig:
 @dataclass(frozen=True, kw_only=True)
 class MaskConfig:
     families: tuple[MaskSpec, ...] = (SHORT_RANGE, LONG_RANGE)
-    policy: Literal["random", "official", "pad"] = (
-        "random"  # random (unbiased) | official (cut the highest indices) | pad
-    )
+    # random (unbiased) | official (cut the highest indices) | pad
+    policy: Literal["random", "official", "pad"] = "random"
     group_size: int = 24  # clips whose masks are cut to one length (official: one GPU's batch, 24 in V-JEPA 1)
 
 
@@ -166,9 +161,8 @@ class MaskConfig:
 class OptimConfig:
     """Optimiser, schedules and loss. Schedules are pure functions of the global step (vjepa/train/schedules.py)."""
 
-    schedule: Literal["cosine", "wsd"] = (
-        "cosine"  # cosine (V-JEPA 1) | wsd (V-JEPA 2: warmup, constant, linear cooldown)
-    )
+    # cosine (V-JEPA 1) | wsd (V-JEPA 2: warmup, constant, linear cooldown)
+    schedule: Literal["cosine", "wsd"] = "cosine"
     total_steps: int = 90_000
     horizon_scale: float = 1.25  # cosine: schedules span total_steps * horizon_scale (training stops at 80%)
     warmup_steps: int = 12_000
@@ -187,9 +181,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     clip_grad: float = 10.0  # 0 disables
-    clip_grad_mode: Literal["global", "separate"] = (
-        "global"  # global (one norm over all) | separate (encoder, predictor each; V-JEPA 1)
-    )
+    # global (one norm over all) | separate (encoder, predictor each; V-JEPA 1)
+    clip_grad_mode: Literal["global", "separate"] = "global"
     clip_after_warmup: bool = True
     loss_exp: float = 1.0
     var_reg_weight: float = 0.0  # V-JEPA 1 variance hinge on predictions
@@ -229,9 +222,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     checkpoint_every_minutes: float = 0.0  # also checkpoint when this much wall time passed since the last (0: off)
     keep_last: int = 2  # complete checkpoints kept (>= 1); the newest is never removed
-    existing_run: Literal["refuse", "archive"] = (
-        "refuse"  # train.resume=false in a folder holding a run: refuse | archive (moved aside)
-    )
+    # train.resume=false in a folder holding a run: refuse | archive (moved aside)
+    existing_run: Literal["refuse", "archive"] = "refuse"
     resume: bool = True  # continue from the latest checkpoint in run_dir if there is one
     init_from: str = ""  # a checkpoint folder to start from (e.g. V-JEPA 2 cooldown from the main phase)
     stop_after: int = 0  # stop at this step (schedules still span optim.total_steps); 0 = total_steps
