@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import TINY_MODEL
+from conftest import TINY_MODEL
 
 from vjepa.cli import main
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train import tiny_cfg
+from conftest import tiny_cfg
 
 from vjepa.data.loader import build_mask_generator
 from vjepa.distributed import init_distributed

@@ -8,7 +8,7 @@ from vjepa.train.ema import ema_pairs, ema_update
 from vjepa.train.optim import no_decay, param_groups
 
 
-def _full(t):
+def full_tensor(t):
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
@@ -26,7 +26,7 @@ def test_foreach_lerp_ema_matches_formula():
 
 def test_target_encoder_forward_sees_ema_updates_under_fsdp():
     """The FSDP2-wrapped target encoder must serve its updated shards (root included) in the next forward."""
-    from test_train import tiny_cfg
+    from conftest import tiny_cfg
 
     from vjepa.distributed import apply_fsdp, init_distributed
     from vjepa.train.loop import build_models
@@ -50,13 +50,13 @@ def test_target_encoder_forward_sees_ema_updates_under_fsdp():
             k: 0.5 * v + 0.5 * (v + 0.5) for k, v in plain.state_dict().items() if k in dict(plain.named_parameters())
         }
         for k, v in target.named_parameters():
-            torch.testing.assert_close(_full(v), want[k])
+            torch.testing.assert_close(full_tensor(v), want[k])
         plain.load_state_dict({**plain.state_dict(), **want})
         torch.testing.assert_close(target(video), plain(video), rtol=1e-5, atol=1e-5)
 
 
 def test_no_weight_decay_on_biases_norms_positions_mask_tokens():
-    from test_train import tiny_cfg
+    from conftest import tiny_cfg
 
     from vjepa.train.loop import build_models
 

@@ -10,7 +10,7 @@ import json
 import statistics
 
 import pytest
-from test_train import tiny_cfg
+from conftest import tiny_cfg
 
 from evals.run import load_eval_config, run_eval_config
 from vjepa.cli import main

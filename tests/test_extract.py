@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port
 
 from evals.extract import add_arguments, extract_features, load_features, run, view_offsets
 from vjepa.config import ModelConfig
@@ -103,12 +103,6 @@ def test_deterministic_and_views_clips_differ(videos, tmp_path):
     assert view_offsets(40, 32, 3) == [0, 4, 8] and view_offsets(40, 32, 1) == [4]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, encoder: VisionTransformer, csv: str, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -127,7 +121,7 @@ def test_two_processes_write_the_file_of_one(videos, tmp_path, single_thread):
     # fork: the children need no re-import of torch and the package (the spawned start costs ~10 s per process)
     if torch.distributed.is_initialized():  # left by an in-process training test: a forked child cannot tear it down
         torch.distributed.destroy_process_group()
-    args = (2, _port(), enc, str(videos["csv"]), str(tmp_path / "two.pt"))
+    args = (2, free_port(), enc, str(videos["csv"]), str(tmp_path / "two.pt"))
     mp.start_processes(_worker, args=args, nprocs=2, join=True, start_method="fork")
     one, two = load_features(tmp_path / "one.pt"), load_features(tmp_path / "two.pt")
     assert torch.equal(one["features"], two["features"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY_RUN, tiny_cfg
+from conftest import TINY_RUN, tiny_cfg
 
 from vjepa.pretrained import read_checkpoint
 from vjepa.train.checkpoint import latest_checkpoint

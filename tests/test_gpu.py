@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_train import losses, tiny_cfg
+from conftest import free_port, losses, tiny_cfg
 
 from vjepa.train.loop import train
 
@@ -51,12 +50,6 @@ def test_flash_attention_matches_sdpa():
     torch.testing.assert_close(packed, split, atol=2e-2, rtol=2e-2)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, run_dir: str, overrides: list) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
@@ -75,6 +68,6 @@ def test_nccl_fsdp_matches_one_unsharded_process(tmp_path):
     reference = losses(train(tiny_cfg(tmp_path / "ref", *common, "data.batch_size=4")))
     run = tmp_path / "run"
     overrides = [*common, f"data.batch_size={4 // world}", "train.fsdp=always"]
-    mp.spawn(_worker, args=(world, _port(), str(run), overrides), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), str(run), overrides), nprocs=world, join=True)
     got = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
     assert got == pytest.approx(reference, rel=1e-3)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import submitit
 import torch
-from test_preempt import DIST_VARS, final_weights, log_records, tiny_args
+from conftest import DIST_VARS, final_weights, log_records, tiny_args
 
 from launch import slurm
 from launch.job import snapshot, source_revision
@@ -34,7 +34,7 @@ from vjepa.train.loop import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(pythonpath):
+def dist_env(pythonpath):
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
     env.update(PYTHONPATH=str(pythonpath), OMP_NUM_THREADS="1")
     return env
@@ -87,7 +87,7 @@ def test_local_executor_timeout_requeue_and_exact_resume(installed, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     proc = subprocess.Popen(
-        [*cmd, "--", *args], cwd=outside, env=_env(installed), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*cmd, "--", *args], cwd=outside, env=dist_env(installed), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         wait_for(lambda: first_record(run), "the first step of the job")
@@ -120,7 +120,7 @@ def test_launch_commands_are_installed(installed, tmp_path):
     """Before, launch/ was not installed: a driver outside the checkout died with "No module named 'launch'"."""
     for tool in ("slurm", "local"):
         cmd = [sys.executable, "-m", "vjepa.cli", "launch", tool, "--help"]
-        proc = subprocess.run(cmd, cwd=tmp_path, env=_env(installed), capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=tmp_path, env=dist_env(installed), capture_output=True, text=True)
         assert proc.returncode == 0 and "vjepa pretrain" in proc.stdout, proc.stderr
 
 
@@ -129,7 +129,7 @@ def test_launch_local_runs_from_the_installed_package(installed, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "vjepa.cli", "launch", "local", "--nproc", "1", "--"]
     proc = subprocess.run(
-        [*cmd, *tiny_args(run, "optim.total_steps=2")], cwd=tmp_path, env=_env(installed), capture_output=True
+        [*cmd, *tiny_args(run, "optim.total_steps=2")], cwd=tmp_path, env=dist_env(installed), capture_output=True
     )
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
     assert [r["step"] for r in log_records(run)] == [1, 2]

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from test_train import tiny_cfg
+from conftest import tiny_cfg
 
 from evals.objectives.lift_aux import LiftObjective, LiftOptions, visible_frame_means
 from vjepa.data.loader import build_mask_generator

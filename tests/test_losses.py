@@ -6,6 +6,7 @@ Shapes: B batch, K target tokens, D width.
 import math
 
 import torch
+from conftest import loop_vicreg
 
 from vjepa.losses import jepa_loss, prediction_std, token_vicreg, variance_hinge
 
@@ -48,19 +49,6 @@ def test_prediction_std_skips_padded_slots():
     got = prediction_std(pred, valid)
     assert torch.allclose(got[0], prediction_std(pred[:1, :4])[0], atol=1e-6)
     assert torch.allclose(got[1], prediction_std(pred[1:])[0], atol=1e-6)
-
-
-def loop_vicreg(x: torch.Tensor, eps: float = 1e-4) -> tuple[float, float]:
-    """VICReg's variance and covariance terms written as loops over channels: x [N, D] samples."""
-    n, d = x.shape
-    mean = [sum(float(x[i, c]) for i in range(n)) / n for c in range(d)]
-    cov = [
-        [sum((float(x[i, a]) - mean[a]) * (float(x[i, b]) - mean[b]) for i in range(n)) / (n - 1) for b in range(d)]
-        for a in range(d)
-    ]
-    var_term = sum(max(0.0, 1.0 - math.sqrt(cov[c][c] + eps)) for c in range(d)) / d
-    cov_term = sum(cov[a][b] ** 2 for a in range(d) for b in range(d) if a != b) / d
-    return var_term, cov_term
 
 
 def test_token_vicreg_hand_values_and_loop():

@@ -12,7 +12,7 @@ import itertools
 
 import pytest
 import torch
-from test_train import tiny_cfg
+from conftest import tiny_cfg
 from torch.utils.data import DataLoader
 
 from vjepa.config import ConfigError, MaskSpec, load_config

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_distributed import _env, _port
-from test_train import tiny_cfg
+from conftest import dist_env, free_port, tiny_cfg
 
 from evals.objectives.dynamics import action_target, cross_covariance, tubelet_means
 from evals.objectives.hard_regions import hard_region_weights
@@ -520,7 +519,7 @@ def _run_all(t: dict, lo: int, hi: int | None) -> dict:
 
 
 def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    _env(rank, world, port)
+    dist_env(rank, world, port)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     b = 4 // world
     torch.save(_run_all(_tensors(11), rank * b, (rank + 1) * b), os.path.join(out_dir, f"r{rank}.pt"))
@@ -531,7 +530,7 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_two_processes_give_the_one_process_values(tmp_path):
     """Halves of one global batch on 2 gloo processes: the losses averaged over processes, the head gradients
     averaged (as the data-parallel reduction does) and each process's input gradients / 2 equal 1 process's."""
-    mp.spawn(_dist_worker, args=(2, _port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_dist_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     one = _run_all(_tensors(11), 0, None)
     ranks = [torch.load(tmp_path / f"r{r}.pt") for r in range(2)]
     for name in NAMES:

@@ -19,8 +19,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from test_distributed import _env, _port
-from test_train import tiny_cfg
+from conftest import dist_env, free_port, tiny_cfg
 
 from evals.objectives.straighten import Straighten, StraightenOptions
 from evals.objectives.temporal import (
@@ -492,7 +491,7 @@ def grads_of(leaves: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _halves_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    _env(rank, world, port)
+    dist_env(rank, world, port)
     from vjepa.distributed import init_distributed, shutdown
 
     init_distributed("cpu")
@@ -512,7 +511,7 @@ def _halves_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.distributed
 def test_two_processes_on_halves_match_one_process(tmp_path):
-    mp.spawn(_halves_worker, args=(2, _port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_halves_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = torch.load(tmp_path / "halves_r0.pt"), torch.load(tmp_path / "halves_r1.pt")
     raw = make_raw(b=4, seed=7)
     for name, build in ALL.items():

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from test_train import tiny_cfg
+from conftest import tiny_cfg
 
 from vjepa.config import ConfigError
 from vjepa.models.predictor import Predictor

@@ -8,7 +8,6 @@
 - `train.checkpoint_every_minutes` writes checkpoints without any `checkpoint_every` step.
 """
 
-import json
 import os
 import re
 import signal
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY_RUN
+from conftest import DIST_VARS, STEPS, final_weights, log_records, tiny_args
 
 from vjepa.config import ConfigError, load_config
 from vjepa.train.checkpoint import latest_checkpoint
@@ -26,20 +25,6 @@ from vjepa.train.loop import train
 from vjepa.train.preempt import PREEMPTED_EXIT_CODE
 
 ROOT = Path(__file__).resolve().parents[1]
-DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-STEPS = 24  # enough that a run signalled after its first step is still far from the end
-
-
-def tiny_args(run_dir, *extra):
-    return [
-        *TINY_RUN,
-        f"optim.total_steps={STEPS}",
-        "train.checkpoint_every=1000",
-        "train.keep_last=100",
-        "train.threads=1",
-        f"train.run_dir={run_dir}",
-        *extra,
-    ]
 
 
 def start_pretrain(args, cwd, new_session=False):
@@ -65,18 +50,6 @@ def read_until(proc, pattern, seen):
         if found:
             return found
     return None
-
-
-def log_records(run):
-    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
-
-
-def final_weights(run):
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    out = run / "final.pt"
-    dcp_to_torch_save(latest_checkpoint(run), out)
-    return torch.load(out, weights_only=False)["models"]
 
 
 def test_sigterm_checkpoints_at_the_step_and_resumes_exactly(tmp_path):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_cfg
 from safetensors import safe_open
-from test_train import tiny_cfg
 from torch import nn
 
 from vjepa.config import ModelConfig, load_config

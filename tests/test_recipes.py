@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import tiny_cfg
+from conftest import tiny_cfg
 
 from vjepa.config import ConfigError, load_config
 from vjepa.data.loader import build_stream

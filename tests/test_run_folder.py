@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import losses, tiny_cfg
+from conftest import losses, tiny_cfg
 
 from vjepa.config import ConfigError, load_config
 from vjepa.distributed import init_distributed

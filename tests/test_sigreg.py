@@ -16,7 +16,7 @@ import tempfile
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_objectives_common import build_state, make_inputs
+from objective_inputs import build_state, make_inputs
 
 from evals.objectives.sigreg import SIGReg, SIGRegOptions, epps_pulley_knots, slice_directions, sliced_epps_pulley
 from vjepa.objectives.registry import ObjectiveLookupError, Planned, parse_options

@@ -7,8 +7,7 @@ import copy
 import math
 
 import torch
-from test_losses import loop_vicreg
-from test_train import tiny_cfg
+from conftest import loop_vicreg, tiny_cfg
 
 from vjepa.data.loader import build_mask_generator
 from vjepa.losses import effective_rank

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import losses, tiny_cfg
 
 from vjepa.config import load_config
 from vjepa.export import CheckpointMismatchError
@@ -13,45 +14,6 @@ from vjepa.train.loop import NonFiniteLoss, train
 
 RANK_FLOOR = 8.0  # effective rank of the target tokens: 23-25 over the second half in 3 seeds; plain ends near 3
 GOLDEN = Path(__file__).parent / "golden" / "tiny_loss.json"
-
-
-# A tiny model (width 64, depth 2, predictor 48 x 2) shared by the tests that train.
-TINY_MODEL = [
-    "model.preset=tiny",
-    "model.embed_dim=64",
-    "model.depth=2",
-    "model.num_heads=2",
-    "model.pred_embed_dim=48",
-    "model.pred_depth=2",
-    "model.pred_num_heads=2",
-]
-
-
-# The tiny model on 8-frame 32-px synthetic clips, batch 4, logging every step: the runs of the training, fault,
-# preemption and launch tests (each adds its step count, checkpoint interval and run folder).
-TINY_RUN = [
-    *TINY_MODEL,
-    "data.source=synthetic",
-    "data.synthetic_videos=32",
-    "data.frames_per_clip=8",
-    "data.crop_size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "optim.warmup_steps=2",
-    "optim.lr=1e-3",
-    "train.log_every=1",
-    "train.tensorboard=false",
-]
-
-
-def tiny_cfg(run_dir, *extra):
-    return load_config(
-        None, [*TINY_RUN, "optim.total_steps=8", "train.checkpoint_every=3", f"train.run_dir={run_dir}", *extra]
-    )
-
-
-def losses(result):
-    return [r["loss"] for r in result["history"]]
 
 
 def test_run_folder_contents(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
-from test_train import losses, tiny_cfg
+from conftest import losses, tiny_cfg
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
@@ -453,9 +453,9 @@ def test_vitl16_v21_config_carries_the_official_values():
 
 @pytest.mark.distributed
 def test_two_processes_match_one_process_with_deep_supervision_and_the_dense_loss(tmp_path):
-    from test_distributed import _two_against_one
+    from conftest import two_against_one
 
     # global batch 6 in groups of 4: padded mask rows on rank 1, so the per-sample means are exercised
     dense = ["optim.dense_weight=0.5", "optim.dense_distance_weighting=true", "mask.group_size=4", "train.seed=1"]
-    one, _, r1 = _two_against_one(tmp_path, 6, [*DEEP, *dense])
+    one, _, r1 = two_against_one(tmp_path, 6, [*DEEP, *dense])
     assert any(r1["valid"]) and "pred.proj_context.weight" in one["grads"]
