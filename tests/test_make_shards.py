@@ -127,8 +127,8 @@ def test_shards_hold_the_source_bytes_and_skip_bad_files(data, tmp_path, capsys)
     out = tmp_path / "shards"
     with pytest.warns(UserWarning) as caught:
         assert cli(data.csv, out, "--max-per-shard", "3", *LENIENT) == 0
-    named = [str(w.message) for w in caught]
-    assert len(named) == 4 and all(m.startswith("skipping ") for m in named)
+    named = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert len(named) == 4 and all(m.startswith("skipping ") for m in named), named
     assert f"truncated.mp4 ({data.csv}:3): decoding failed" in named[0]
     assert "8 samples of 12 rows in 3 shards" in capsys.readouterr().out
     samples = read_shards(out)

@@ -12,8 +12,9 @@ a local path, an `http(s)://` URL or a `pipe:` command (`pipe:aws s3 cp s3://buc
 with the `webdataset` library's `gopen` (URLs through curl).
 
 Reading for training (`sample_stream`) is a `webdataset` pipeline: `ResampledShards` (shards drawn with
-replacement, seeded), `tarfile_to_samples` (streams each tar once, groups members by key) and `shuffle` (a sample
-buffer); errors go to a handler that counts and names them instead of stopping the run. `iter_tar_samples` reads
+replacement, seeded), the stages of `tarfile_to_samples` (stream each tar once, group members by key; each stream
+closed once read, or when the pipeline ends) and `shuffle` (a sample buffer); errors go to a handler that counts
+and names them instead of stopping the run. `iter_tar_samples` reads
 one shard strictly (member names without a key, repeated extensions and damage are errors), for `vjepa data check`.
 
 Shape legend: none (bytes in, bytes out).
@@ -155,6 +156,39 @@ class _Failures:
             yield sample
 
 
+def _closing(sources: Iterator[dict]) -> Iterator[dict]:
+    """webdataset's opened shards, each stream closed when the next shard is asked for, and the last one when the
+    pipeline is closed or collected (a stream that stops mid-shard at the end of training would otherwise leave
+    its file, pipe or connection open until the garbage collector finds it)."""
+    current = None
+    try:
+        for source in sources:
+            _close_quietly(current)
+            current = source.get("stream")
+            yield source
+    finally:
+        _close_quietly(current)
+
+
+def _close_quietly(stream) -> None:
+    """Close a shard stream; a failed pipe or URL raises again on close, but its failure was already reported
+    through the handler when reading it."""
+    if stream is None:
+        return
+    try:
+        stream.close()
+    except (OSError, ValueError):
+        pass
+
+
+def _tar_samples(shards: Iterator[dict], handler: Callable[[Exception], bool]) -> Iterator[dict]:
+    """webdataset's tarfile_to_samples (open each shard, expand its members, group them by key), with _closing."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+
+    members = tar_file_expander(_closing(url_opener(shards, handler=handler)), handler=handler)
+    return group_by_keys(members, handler=handler)
+
+
 def sample_stream(
     urls: list[str], *, seed: int, shuffle_buffer: int, record_error: Callable[[str, str], None]
 ) -> Iterator[tuple[str, str, dict[str, bytes]]]:
@@ -167,7 +201,7 @@ def sample_stream(
     failures = _Failures(urls, record_error, limit=4 * len(urls))
     pipeline = wds.DataPipeline(
         wds.ResampledShards(urls, seed=seed, worker_seed=lambda: 0, deterministic=True),  # seed carries rank, worker
-        wds.tarfile_to_samples(handler=failures),
+        lambda shards: _tar_samples(shards, failures),
         failures.reset,
         wds.shuffle(bufsize=max(1, shuffle_buffer), initial=max(1, shuffle_buffer), rng=random.Random(seed)),
     )
