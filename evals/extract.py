@@ -46,6 +46,7 @@ from vjepa.data.video import ClipSampling, clip_starts, load_clips, read_csv_lis
 from vjepa.embed import OUTPUTS, Embedder, default_backend, normalize, resize_frames, short_side_size
 from vjepa.fileio import atomic_target
 from vjepa.seeding import make_generator
+from vjepa.train.metrics import format_duration
 
 FORMAT = FEATURE_FORMAT
 PROGRESS_EVERY = 10.0  # seconds between progress lines
@@ -133,11 +134,6 @@ class _ListVideos(torch.utils.data.Dataset):
 
 def _as_list(items: list) -> list:
     return items
-
-
-def _fmt_time(seconds: float) -> str:
-    s = int(max(0.0, seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def _slice_groups(n: int, group: int, rank: int, world_size: int) -> list[list[int]]:
@@ -242,7 +238,7 @@ def extract_features(
         if now - last_print >= PROGRESS_EVERY or done == len(mine):
             rate = done / max(now - start, 1e-9)
             who = f" [rank {rank}/{world_size}]" if world_size > 1 else ""
-            eta = _fmt_time((len(mine) - done) / max(rate, 1e-9))
+            eta = format_duration((len(mine) - done) / max(rate, 1e-9))
             msg = f"{done}/{len(mine)} videos, {len(skipped)} skipped, {rate:.2f} videos/s, ETA {eta}"
             print(f"extract{who}: {msg}", file=sys.stderr)
             last_print = now

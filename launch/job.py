@@ -31,11 +31,11 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
+from vjepa.train.rundir import REVISION_FILE, source_revision
+
 PACKAGES = ("vjepa", "evals", "launch")  # the source trees copied into a job's code snapshot
-REVISION_FILE = "REVISION"  # written into a snapshot's vjepa/ (read by vjepa.train.loop.git_revision)
 
 
 class TaskFailed(RuntimeError):
@@ -51,27 +51,6 @@ def package_dirs() -> dict[str, Path]:
             raise RuntimeError(f"package {name!r} is not importable; install vjepa (pip install -e .) first")
         out[name] = Path(next(iter(spec.submodule_search_locations))).resolve()
     return out
-
-
-def source_revision(package_dir: Path) -> str:
-    """Git revision of the checkout `package_dir` lives in (+dirty with uncommitted changes); the REVISION file of
-    a snapshot; "unknown" for an installed copy (a package that is not the checkout's own folder)."""
-    stamp = package_dir / REVISION_FILE
-    if stamp.exists():
-        return stamp.read_text().strip()
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=package_dir, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else ""
-
-    try:
-        top = git("rev-parse", "--show-toplevel")
-        if not top or (Path(top) / package_dir.name).resolve() != package_dir:
-            return "unknown (not a git checkout)"
-        rev = git("rev-parse", "HEAD") or "unknown"
-        return rev + ("+dirty" if git("status", "--porcelain") else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def snapshot(dest: Path) -> str:
@@ -142,7 +121,7 @@ class Task:
         imported_from = _check_code(self.code_dir) if self.code_dir else None
         dist_env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         if job.global_rank == 0:
-            from vjepa.train.loop import git_revision
+            from vjepa.train.rundir import git_revision
 
             header = {
                 "job": job.job_id,

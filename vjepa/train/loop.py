@@ -23,10 +23,8 @@ over ranks as running totals into every log.jsonl record and each checkpoint; th
 from __future__ import annotations
 
 import copy
-import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -40,7 +38,7 @@ from vjepa.config import Config, dump_config
 from vjepa.data.loader import build_loader, video_decoder
 from vjepa.distributed import DistInfo, all_reduce_mean, apply_fsdp, init_distributed, wants_fsdp
 from vjepa.export import CheckpointMismatchError
-from vjepa.flops import StepShape, mfu, peak_flops, peak_memory_mb
+from vjepa.flops import StepShape, peak_flops
 from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
 from vjepa.models.multimask import MultiMaskEncoder
@@ -58,9 +56,10 @@ from vjepa.train.checkpoint import (
 from vjepa.train.counters import DataCounts, summary_line
 from vjepa.train.ema import ema_pairs, local_shard
 from vjepa.train.loss_guard import GuardOptions, LossGuard, LossSpikeError
+from vjepa.train.metrics import RunLogger, format_duration, gpu_text, kept_tokens, throughput
 from vjepa.train.optim import build_optimizer
 from vjepa.train.preempt import PREEMPTED_EXIT_CODE, CheckpointClock, StopSignals, agree
-from vjepa.train.rundir import RunFolderError, RunLock, check_existing_run, folder_error, record_start, truncate_log
+from vjepa.train.rundir import RunFolderError, RunLock, check_existing_run, git_revision, record_start
 from vjepa.train.schedules import hyper
 from vjepa.train.step import Objective, grid_of, train_step
 
@@ -178,97 +177,6 @@ def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
     if cfg.train.dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.train.dtype]
-
-
-def git_revision() -> str:
-    stamp = Path(__file__).resolve().parents[1] / "REVISION"  # written into a job's code snapshot (launch/job.py)
-    if stamp.exists():
-        return stamp.read_text().strip()
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        rev = out.stdout.strip() or "unknown"
-        return rev + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-class RunLogger:
-    """Progress lines on stdout, JSON lines in run_dir/log.jsonl, TensorBoard when installed (rank 0 only).
-
-    Starting at step s (a resume), log.jsonl records past s are moved out first (vjepa/train/rundir.py) and
-    TensorBoard is opened with purge_step=s+1, so both read as one run without duplicated or out-of-order steps."""
-
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, start_step: int = 0) -> None:
-        self.enabled = enabled
-        self.file = None
-        self.tb = None
-        if not enabled:
-            return
-        truncate_log(run_dir, start_step)
-        try:
-            self.file = open(run_dir / "log.jsonl", "a")
-        except OSError as err:
-            raise folder_error("open the log in", run_dir, err) from None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
-            except ImportError:
-                self.tb = None
-
-    def print(self, msg: str) -> None:
-        if self.enabled:
-            print(msg, flush=True)
-
-    def log(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(k, v, record["step"])
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def kept_tokens(idx: torch.Tensor, valid: torch.Tensor | None) -> float | int:
-    """Kept tokens per clip: the index width, or the mean count of valid slots when rows are padded."""
-    return int(idx.shape[1]) if valid is None else round(valid.sum(1).float().mean().item(), 1)
-
-
-def throughput(shape: StepShape, record: dict, world_size: int, peak: float | None, device: torch.device) -> dict:
-    """tokens/s (input tokens of the clips, all processes), model TFLOP/s per device and MFU (vjepa/flops.py; MFU
-    None without a known peak), peak memory of this process in MB (CUDA allocator, or the CPU's max RSS)."""
-    flops = shape.step(record["ctx_tokens"], record["tgt_tokens"])["step"]  # per clip
-    per_device = record["clips_per_s"] / world_size
-    return {
-        "tokens_per_s": record["clips_per_s"] * shape.tokens,
-        "tflops_per_device": flops * per_device / 1e12,
-        "mfu": mfu(flops, per_device, peak),
-        "peak_mem_mb": round(peak_memory_mb(device), 1),
-    }
-
-
-def _gpu_text(record: dict) -> str:
-    mfu_text = f" MFU {100 * record['mfu']:.1f}%" if record.get("mfu") is not None else ""
-    return f"{mfu_text} mem {record['peak_mem_mb'] / 1024:.1f}G"
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 _RUN_ERRORS = {cls.__name__: cls for cls in (RunFolderError, CheckpointStateError)}
@@ -511,10 +419,11 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
                 f"step {step + 1}/{end_step} loss {loss:.4f}{jepa} lr {hp.lr:.2e} wd {hp.weight_decay:.3f} "
                 f"m {hp.momentum:.5f} ctx/tgt {record['ctx_tokens']}/{record['tgt_tokens']} "
                 f"data {record['data_time'] * 1e3:.0f}ms step {record['step_time'] * 1e3:.0f}ms "
-                f"{record['clips_per_s']:.1f} clips/s {record['tokens_per_s']:.3g} tok/s{_gpu_text(record)} "
+                f"{record['clips_per_s']:.1f} clips/s {record['tokens_per_s']:.3g} tok/s{gpu_text(record)} "
                 f"spread {record['target_spread']:.3f} "
                 f"tok {record['token_spread']:.3f} rank {record['target_rank']:.1f} "
-                f"ETA {_fmt_time(record['eta_s'])}" + ("  WARNING: target features collapsing" if collapse else "")
+                f"ETA {format_duration(record['eta_s'])}"
+                + ("  WARNING: target features collapsing" if collapse else "")
             )
             if record["data_time"] > 0.5 * record["step_time"] and step > start_step + 2 * t.log_every:
                 logger.print("  note: data loading takes over half the step time; raise data.num_workers")

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,3 +281,32 @@ def truncate_log(run_dir: Path, step: int) -> int:
     except OSError as err:
         raise folder_error("rewrite the log in run folder", Path(run_dir), err) from None
     return len(drop)
+
+
+REVISION_FILE = "REVISION"  # written into a job's code snapshot's vjepa/ folder (launch/job.py)
+
+
+def source_revision(package_dir: Path) -> str:
+    """Git revision of the checkout `package_dir` lives in (+dirty with uncommitted changes); the REVISION file of
+    a snapshot; "unknown" for an installed copy (a package that is not the checkout's own folder)."""
+    stamp = package_dir / REVISION_FILE
+    if stamp.exists():
+        return stamp.read_text().strip()
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=package_dir, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if not top or (Path(top) / package_dir.name).resolve() != package_dir:
+            return "unknown (not a git checkout)"
+        rev = git("rev-parse", "HEAD") or "unknown"
+        return rev + ("+dirty" if git("status", "--porcelain") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def git_revision() -> str:
+    """The revision of the vjepa package this process runs (source_revision of its folder)."""
+    return source_revision(Path(__file__).resolve().parents[1])
