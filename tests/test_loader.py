@@ -381,3 +381,17 @@ def test_an_abandoned_shard_stream_closes_its_file(tmp_path):
         del stream
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+
+
+def test_a_finished_training_stream_has_closed_its_shards(shard_pattern):
+    """When the stream's iteration ends (its last step, or the loader dropped early), the shard stream is ended at
+    once: nothing is left open for the garbage collector to find later, whatever holds the stream object."""
+    cfg = cfg_with(f"data.sources=[{{kind: shards, path: '{shard_pattern}'}}]", "data.shard_shuffle=2")
+    stream = build_stream(cfg, rank=0, world_size=1, start_step=0, end_step=2)
+    assert len(list(DataLoader(stream, batch_size=None))) == 2
+    assert stream.sources[0]._samples is None
+    batches = iter(DataLoader(stream, batch_size=None))
+    next(batches)
+    assert stream.sources[0]._samples is not None
+    del batches  # dropped after one step: its generator is closed, so is the shard stream
+    assert stream.sources[0]._samples is None

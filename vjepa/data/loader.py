@@ -188,6 +188,13 @@ class ShardSource:
         except NoReadableShard as err:  # the summary names the shards and why
             raise RuntimeError(self.tracker.summary(f"no readable shard in {self.pattern} ({err})")) from err
 
+    def close(self) -> None:
+        """End this iteration's shard stream now (TrainStream calls it when its iteration ends): the open shard is
+        closed here, not whenever the garbage collector reaches the stream's reference cycle."""
+        if self._samples is not None:
+            self._samples.close()
+            self._samples = None
+
     def unit(self, n: int, k: int, mode: str, ctx: _WorkerContext) -> list[tuple[torch.Tensor, int]]:
         if self._samples is None:
             self._samples = self._stream(ctx)
@@ -292,8 +299,14 @@ class TrainStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         ctx = _WorkerContext(rank=self.rank, world_size=self.world, start_step=self.start)
-        for step in range(self.start + ctx.worker, self.end, ctx.num_workers):
-            yield self.batch(step, ctx)
+        try:
+            for step in range(self.start + ctx.worker, self.end, ctx.num_workers):
+                yield self.batch(step, ctx)
+        finally:  # finished, or the iterator was closed: end the sources' streams (open shards) now
+            for source in self.sources:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
 
 
 def stack_for_transfer(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
