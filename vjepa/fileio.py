@@ -22,6 +22,15 @@ PathLike = str | os.PathLike
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (os.umask can only be read by setting
+    it, which for a moment would give files other threads create mode 0666)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
