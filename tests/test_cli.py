@@ -68,18 +68,18 @@ def test_config_typo_is_a_clear_error(tmp_path, capsys):
     assert "bad.yaml" in capsys.readouterr().err
 
 
-@pytest.mark.distributed
-def test_torchrun_two_cpu_processes(tmp_path):
-    run = tmp_path / "ddp"
+def _torchrun_two(*target: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *target]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.distributed
+def test_torchrun_two_cpu_processes(tmp_path):
+    run = tmp_path / "ddp"
+    out = _torchrun_two(
         "-m",
         "vjepa.cli",
         "pretrain",
@@ -87,11 +87,31 @@ def test_torchrun_two_cpu_processes(tmp_path):
         "data.source=synthetic",
         "data.synthetic_videos=16",
         f"train.run_dir={run}",
-    ]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "world size 2" in out.stdout and "global batch 4" in out.stdout
     assert (run / "checkpoints" / "latest").read_text() == "step_00000003"
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names are read from /proc")
+def test_pretrain_joins_the_process_group_threads_before_exit(tmp_path):
+    """After `vjepa pretrain` returns, no gloo thread is left to outlive the interpreter (vjepa/distributed.py:
+    one left behind could abort a finished rank at exit). Fails without shutdown's mesh cleanup: the group's
+    pt_gloo_runloop and gloo_tcp_loop threads stay."""
+    script = tmp_path / "pretrain_then_threads.py"
+    script.write_text(
+        "import os, sys\n"
+        "from vjepa.cli import main\n"
+        "rc = main(['pretrain', *sys.argv[1:]])\n"
+        "names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]\n"
+        "print('rc', rc, 'gloo threads', sorted(n for n in names if 'gloo' in n), flush=True)\n"
+    )
+    out = _torchrun_two(
+        str(script), *TINY, "data.source=synthetic", "data.synthetic_videos=16", f"train.run_dir={tmp_path / 'run'}"
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("rc 0 gloo threads []") == 2, out.stdout[-2000:]
 
 
 def test_missing_csv_list_is_a_clear_error(tmp_path, capsys):

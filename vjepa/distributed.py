@@ -10,12 +10,24 @@ encoder and the target encoder are wrapped identically, so their local shards li
 EMA update. On GPU the compute policy is bf16 parameters with fp32 gradient reduction; master weights and the
 target encoder shards stay fp32. Process-group errors propagate: there is no silent fallback to one process (the
 official code's behaviour). SLURM variables are read only in `launch/`; here we read the torchrun variables.
+
+`shutdown` really ends the process group. DTensor's sharding caches keep our DeviceMesh alive, and the mesh holds
+the process group in its `_pg_registry`, so `destroy_process_group` alone left the gloo backend and its worker
+threads running into interpreter finalization. A worker that then released its last collective (an all-gather
+whose output tensors Python owns) needed the GIL, which a finalizing interpreter refuses by ending the thread;
+the forced unwind through a C++ destructor called std::terminate and rank 1 died with SIGABRT after a finished
+run ("terminate called without an active exception"; seen in CI about once in twenty 2-process runs under load,
+gdb: ProcessGroupGloo::runLoop -> ~AsyncAllgatherWork -> decref_pyobject -> take_gil -> pthread_exit). At shutdown
+the meshes made here drop their process groups and the cyclic garbage holding the group is collected, so
+destroying the group joins its threads while Python is whole.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -71,10 +83,22 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dist.get_world_size() != world:
         raise RuntimeError(f"process group has {dist.get_world_size()} ranks but WORLD_SIZE={world}")
     mesh = init_device_mesh(dev.type, (world,))
+    _MESHES.add(mesh)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, mesh=mesh)
 
 
+_MESHES: weakref.WeakSet[DeviceMesh] = weakref.WeakSet()  # the meshes init_distributed made (module docstring)
+
+
 def shutdown() -> None:
+    """Destroy the process group and join its threads (module docstring); a mesh used afterwards resolves its
+    group by name again."""
+    for mesh in list(_MESHES):
+        registry = getattr(mesh, "_pg_registry", None)
+        if isinstance(registry, dict):
+            registry.clear()
+    _MESHES.clear()
+    gc.collect()  # FSDP2's per-module state is cyclic garbage by now, and it holds the group too
     if dist.is_initialized():
         dist.destroy_process_group()
 
