@@ -52,6 +52,7 @@ from vjepa.distributed import init_distributed, shutdown  # noqa: E402
 from vjepa.flops import peak_memory_mb  # noqa: E402
 from vjepa.losses import jepa_loss  # noqa: E402
 from vjepa.masks.ops import gather_tokens  # noqa: E402
+from vjepa.models.build import build_models
 from vjepa.train import loop  # noqa: E402
 from vjepa.train.ema import ema_pairs, ema_update  # noqa: E402
 from vjepa.train.optim import param_groups, set_hyper  # noqa: E402
@@ -159,7 +160,7 @@ def build_variant(name: str, cfg, info, dtype, official_repo: str | None = None)
         return build_official(cfg, info, official_repo), None
     if name == "official-style":
         torch.manual_seed(cfg.train.seed)
-        encoder, predictor = loop.build_models(cfg)
+        encoder, predictor = build_models(cfg)
         encoder, predictor = encoder.to(info.device), predictor.to(info.device)
         target = copy.deepcopy(encoder).requires_grad_(False)
         from torch.nn.parallel import DistributedDataParallel as DDP

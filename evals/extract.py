@@ -347,7 +347,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vjepa.pretrained import NotABackboneError, load_pretrained
+    from vjepa.models.build import NotABackboneError
+    from vjepa.pretrained import load_pretrained
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -135,6 +135,7 @@ def test_version_and_top_level_names():
 
     import vjepa
     from vjepa.embed import Embedder
+    from vjepa.exports import export
     from vjepa.pretrained import load_pretrained, random_like
 
     out = subprocess.run([sys.executable, "-m", "vjepa.cli", "--version"], capture_output=True, text=True, timeout=120)
@@ -142,6 +143,6 @@ def test_version_and_top_level_names():
     setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
     assert "version=VERSION" in setup and re.fullmatch(r"\d+\.\d+\.\d+", vjepa.__version__)
     assert vjepa.load_pretrained is load_pretrained and vjepa.random_like is random_like
-    assert vjepa.Embedder is Embedder
+    assert vjepa.Embedder is Embedder and vjepa.export is export
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         vjepa.nope  # noqa: B018

@@ -164,7 +164,7 @@ def test_enumerated_fields_are_literal_types_checked_by_the_merge():
 def test_pred_mlp_ratio_is_a_field():
     """The predictor's MLP ratio: explicit model.pred_mlp_ratio, else 4 for both giants (the official code), else
     the encoder's ratio; the built predictor has that hidden width."""
-    from vjepa.train.loop import build_models
+    from vjepa.models.build import build_models
 
     syn = ["data.source=synthetic"]
     assert load_config(None, [*syn, "model.preset=giant_v1"]).model.predictor_arch()["mlp_ratio"] == 4.0

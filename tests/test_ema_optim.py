@@ -29,7 +29,7 @@ def test_target_encoder_forward_sees_ema_updates_under_fsdp():
     from conftest import tiny_cfg
 
     from vjepa.distributed import apply_fsdp, init_distributed
-    from vjepa.train.loop import build_models
+    from vjepa.models.build import build_models
 
     info = init_distributed("cpu")
     cfg = tiny_cfg("unused")
@@ -58,7 +58,7 @@ def test_target_encoder_forward_sees_ema_updates_under_fsdp():
 def test_no_weight_decay_on_biases_norms_positions_mask_tokens():
     from conftest import tiny_cfg
 
-    from vjepa.train.loop import build_models
+    from vjepa.models.build import build_models
 
     encoder, predictor = build_models(tiny_cfg("unused"))
     groups = param_groups({"encoder": encoder, "predictor": predictor})

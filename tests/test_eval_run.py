@@ -15,7 +15,7 @@ from conftest import tiny_cfg
 from evals.run import load_eval_config, run_eval_config
 from vjepa.cli import main
 from vjepa.config import ConfigError
-from vjepa.pretrained import export
+from vjepa.exports import export
 from vjepa.train.loop import train
 
 

@@ -21,9 +21,10 @@ from evals.extract import add_arguments, extract_features, load_features, run, v
 from vjepa.config import ModelConfig
 from vjepa.data.synthetic import write_synthetic
 from vjepa.embed import Embedder
+from vjepa.exports import Exported, write_export
+from vjepa.models.build import build_pair
 from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
-from vjepa.pretrained import Exported, build_from_config, write_export
 
 D = 64
 COMMON = dict(frame_step=1, batch_size=4, seed=0)
@@ -132,7 +133,7 @@ def test_two_processes_write_the_file_of_one(videos, tmp_path, single_thread):
 
 def test_extract_command_and_errors(videos, tmp_path, capsys):
     model = ModelConfig(preset="tiny", embed_dim=D, depth=1, num_heads=2)
-    encoder, _ = build_from_config(model, frames_per_clip=8, crop_size=32, meta=False)
+    encoder, _ = build_pair(model, frames_per_clip=8, crop_size=32)
     ex = Exported(model=model, frames_per_clip=8, crop_size=32, step=5, source="test", encoder=encoder.state_dict())
     ckpt = write_export(ex, tmp_path / "enc.pt")
     parser = argparse.ArgumentParser()

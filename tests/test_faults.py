@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import TINY_RUN, tiny_cfg
 
-from vjepa.pretrained import read_checkpoint
+from vjepa.exports import read_checkpoint
 from vjepa.train.checkpoint import latest_checkpoint
 from vjepa.train.loop import train
 

@@ -56,7 +56,7 @@ def test_atomic_write_all_changes_nothing_when_one_file_fails(tmp_path):
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_export_files_are_group_readable(tmp_path, umask_022, suffix):
     from vjepa.config import ModelConfig
-    from vjepa.pretrained import Exported, write_export
+    from vjepa.exports import Exported, write_export
 
     encoder = {"w": torch.zeros(2, 2)}
     ex = Exported(

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vjepa.config import load_config
 from vjepa.flops import StepShape, block_flops, mfu, peak_flops
-from vjepa.train.loop import build_models
+from vjepa.models.build import build_models
 
 
 def counted(fn) -> int:

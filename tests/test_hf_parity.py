@@ -15,8 +15,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from vjepa.export import CheckpointMismatchError, from_hf_state_dict, hf_config_from_models, to_hf_state_dict  # noqa: E402
+from vjepa.interop.hf import config_from_models, from_hf_state_dict, to_hf_state_dict  # noqa: E402
 from vjepa.models import Predictor, VisionTransformer, init_weights  # noqa: E402
+from vjepa.models.build import CheckpointMismatchError  # noqa: E402
 
 B, N, D, P, GRID = 2, 64, 64, 48, (4, 4, 4)
 
@@ -85,7 +86,7 @@ def test_ours_to_hf() -> None:
     enc, pred = ours()
     randomise(enc)
     randomise(pred)
-    config = hf_config_from_models(enc, pred)
+    config = config_from_models(enc, pred)
     config._attn_implementation = "eager"
     hf = transformers.VJEPA2Model(config).eval()
     hf.load_state_dict(to_hf_state_dict(enc, pred), strict=True)
@@ -110,4 +111,4 @@ def test_hf_mismatch_names_tensors() -> None:
     assert "predictor.proj.weight: checkpoint (64, 49) vs model (64, 48)" in str(err.value)
     sincos = VisionTransformer(img_size=32, num_frames=8, patch_size=8, embed_dim=D, depth=2, num_heads=2)
     with pytest.raises(ValueError, match="pos_embed='rope'"):
-        hf_config_from_models(sincos, pred)
+        config_from_models(sincos, pred)

@@ -15,9 +15,9 @@ from conftest import tiny_cfg
 
 from evals.objectives.lift_aux import LiftObjective, LiftOptions, visible_frame_means
 from vjepa.data.loader import build_mask_generator
+from vjepa.models.build import build_models
 from vjepa.objectives.base import Dims, FamilyState, StepState
 from vjepa.objectives.registry import ObjectiveLookupError, Planned, parse_options
-from vjepa.train.loop import build_models
 from vjepa.train.step import compute_targets, forward_loss, grid_of
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,8 +9,8 @@ import torch
 from conftest import losses, tiny_cfg
 
 from vjepa.config import ConfigError, load_config
+from vjepa.exports import export, read_checkpoint, read_export
 from vjepa.objectives import catalogue
-from vjepa.pretrained import export, read_checkpoint, read_export
 from vjepa.train import step as step_module
 from vjepa.train.checkpoint import latest_checkpoint
 from vjepa.train.loop import train

@@ -28,9 +28,10 @@ from evals.objectives.hard_regions import hard_region_weights
 from vjepa.data.loader import build_mask_generator
 from vjepa.losses import jepa_loss
 from vjepa.masks.ops import gather_tokens
+from vjepa.models.build import build_models
 from vjepa.objectives.base import Dims, FamilyState, StepState
 from vjepa.objectives.registry import plan_objectives, resolve
-from vjepa.train.loop import build_models, objective_dims, train
+from vjepa.train.loop import objective_dims, train
 from vjepa.train.step import forward_loss, grid_of
 
 GRID = (4, 2, 2)

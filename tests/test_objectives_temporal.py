@@ -223,7 +223,7 @@ def test_kinematic_anneal_factor_start_half_end():
 )
 def test_gradient_reaches_the_encoder_through_the_real_step(objective):
     from vjepa.data.loader import build_mask_generator
-    from vjepa.train.loop import build_models
+    from vjepa.models.build import build_models
     from vjepa.train.step import forward_loss, grid_of
 
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Import of official V-JEPA 1 checkpoints (`load_official_vjepa1`).
+"""Import of official V-JEPA 1 checkpoints (`load_vjepa1`).
 
 A fake official checkpoint is synthesised from our own randomised sin-cos models, renamed here to the official
 layout (`module.backbone.` prefix; predictor names `predictor_embed`, `mask_tokens.{k}`, `predictor_pos_embed`,
@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vjepa.export import CheckpointMismatchError, load_official_vjepa1
+from vjepa.interop.official import load_vjepa1
 from vjepa.models import Predictor, VisionTransformer, init_weights
+from vjepa.models.build import CheckpointMismatchError
 
 GRID = (4, 4, 4)
 PREFIX = "module.backbone."
@@ -72,7 +73,7 @@ def test_import_gives_identical_outputs(tmp_path) -> None:
     path = tmp_path / "vitl16.pth.tar"
     torch.save(ckpt, path)
     new_enc, new_pred = build()
-    load_official_vjepa1(path, new_enc, new_pred, which="encoder")
+    load_vjepa1(path, new_enc, new_pred, which="encoder")
     video = torch.randn(2, 3, 8, 32, 32)
     ctx_idx = torch.stack([torch.randperm(64)[:20].sort().values for _ in range(2)])
     tgt_idx = torch.stack([torch.randperm(64)[:9].sort().values for _ in range(2)])
@@ -82,7 +83,7 @@ def test_import_gives_identical_outputs(tmp_path) -> None:
         for family in range(2):
             expected = pred(z, ctx_idx, tgt_idx, GRID, family=family)
             torch.testing.assert_close(new_pred(z, ctx_idx, tgt_idx, GRID, family=family), expected, atol=0, rtol=0)
-        load_official_vjepa1(ckpt, new_enc, which="target_encoder")  # dict input, default: the EMA encoder
+        load_vjepa1(ckpt, new_enc, which="target_encoder")  # dict input, default: the EMA encoder
         torch.testing.assert_close(new_enc(video), target(video), atol=0, rtol=0)
 
 
@@ -95,7 +96,7 @@ def test_mismatches_are_named() -> None:
     enc, _ = build()
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     with pytest.raises(CheckpointMismatchError) as err:
-        load_official_vjepa1(ckpt, enc)
+        load_vjepa1(ckpt, enc)
     msg = str(err.value)
     assert "missing (1): blocks.1.mlp.fc2.weight" in msg
     assert "blocks.0.attn.qkv.weight: checkpoint (96, 64) vs model (192, 64)" in msg
@@ -107,14 +108,14 @@ def test_mismatches_are_named() -> None:
     enc, pred = build()
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     with pytest.raises(CheckpointMismatchError, match="predictor_norm.bias"):
-        load_official_vjepa1(ckpt, enc, pred)
+        load_vjepa1(ckpt, enc, pred)
     assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())  # encoder untouched too
     with pytest.raises(KeyError, match="target_encoder"):
-        load_official_vjepa1({"encoder": {}}, enc)
+        load_vjepa1({"encoder": {}}, enc)
     with pytest.raises(ValueError, match="which"):
-        load_official_vjepa1(ckpt, enc, which="ema")
+        load_vjepa1(ckpt, enc, which="ema")
     rope_enc = VisionTransformer(
         img_size=32, num_frames=8, patch_size=8, embed_dim=64, depth=2, num_heads=4, pos_embed="rope"
     )
     with pytest.raises(CheckpointMismatchError, match="unexpected .*pos_embed"):
-        load_official_vjepa1(fake_checkpoint()[0], rope_enc)
+        load_vjepa1(fake_checkpoint()[0], rope_enc)

@@ -14,9 +14,11 @@ import torch
 from conftest import tiny_cfg
 
 from vjepa.config import ConfigError
+from vjepa.exports import export, read_checkpoint
+from vjepa.models.build import build_models
 from vjepa.models.predictor import Predictor
 from vjepa.pixels import patchify, pixel_dim, pixel_loss, pixel_targets
-from vjepa.pretrained import export, load_pretrained, read_checkpoint
+from vjepa.pretrained import load_pretrained
 from vjepa.train import loop
 from vjepa.train.checkpoint import latest_checkpoint, read_meta
 
@@ -108,7 +110,7 @@ def pixel_run(tmp_path_factory):
         mp.setattr(loop, "build_training", counting)
         result = loop.train(cfg)
     torch.manual_seed(cfg.train.seed)  # build_training's init draws
-    initial = loop.build_models(cfg)[0].backbone.state_dict()
+    initial = build_models(cfg)[0].backbone.state_dict()
     return {"cfg": cfg, "result": result, "calls": calls, "initial": initial, "run_dir": run_dir}
 
 

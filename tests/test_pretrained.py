@@ -27,21 +27,11 @@ from safetensors import safe_open
 from torch import nn
 
 from vjepa.config import ModelConfig, load_config
-from vjepa.export import CheckpointMismatchError
-from vjepa.pretrained import (
-    Exported,
-    NotABackboneError,
-    add_arguments,
-    build_from_config,
-    export,
-    load_pretrained,
-    random_like,
-    read_export,
-    run,
-    write_export,
-)
+from vjepa.exports import Exported, add_arguments, export, read_export, run, write_export
+from vjepa.models.build import CheckpointMismatchError, NotABackboneError, build_models, build_pair
+from vjepa.pretrained import load_pretrained, random_like
 from vjepa.train.checkpoint import latest_checkpoint, load_checkpoint
-from vjepa.train.loop import build_models, train
+from vjepa.train.loop import train
 
 B, T, S = 2, 8, 32
 
@@ -126,7 +116,7 @@ def test_hf_folder_matches_transformers(trained):
 
 def _sincos_export(path, with_predictor: bool = True) -> Exported:
     model = ModelConfig(preset="tiny", embed_dim=64, depth=2, num_heads=2, pred_embed_dim=48, pred_depth=1)
-    encoder, predictor = build_from_config(model, frames_per_clip=T, crop_size=S, meta=False)
+    encoder, predictor = build_pair(model, frames_per_clip=T, crop_size=S)
     ex = Exported(model=model, frames_per_clip=T, crop_size=S, step=0, source="test", encoder=encoder.state_dict())
     if with_predictor:
         ex.predictor = predictor.state_dict()
@@ -190,7 +180,7 @@ def test_mismatched_tensors_are_named(tmp_path):
 
 def test_random_like():
     model = ModelConfig(preset="tiny", embed_dim=64, depth=2, num_heads=2, pos_embed="rope")
-    encoder, _ = build_from_config(model, frames_per_clip=T, crop_size=S, meta=False)
+    encoder, _ = build_pair(model, frames_per_clip=T, crop_size=S)
     state = torch.get_rng_state()
     a, b, c = random_like(encoder, seed=1), random_like(encoder, seed=1), random_like(encoder, seed=2)
     assert torch.equal(torch.get_rng_state(), state)  # global RNG untouched

@@ -15,9 +15,9 @@ from conftest import tiny_cfg
 from vjepa.config import ConfigError, load_config
 from vjepa.data.loader import build_stream
 from vjepa.data.video import ClipSampling
+from vjepa.models.build import build_models
 from vjepa.models.presets import ENCODER_PRESETS
 from vjepa.train.ema import ema_pairs
-from vjepa.train.loop import build_models
 from vjepa.train.optim import build_optimizer
 from vjepa.train.schedules import Hyper, learning_rate
 from vjepa.train.step import forward_loss, grid_of, train_step

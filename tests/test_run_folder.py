@@ -18,8 +18,8 @@ from conftest import losses, tiny_cfg
 
 from vjepa.config import ConfigError, load_config
 from vjepa.distributed import init_distributed
-from vjepa.export import CheckpointMismatchError
-from vjepa.pretrained import read_checkpoint
+from vjepa.exports import read_checkpoint
+from vjepa.models.build import CheckpointMismatchError
 from vjepa.train.checkpoint import CheckpointStateError, latest_checkpoint, save_checkpoint
 from vjepa.train.loop import build_training, train
 from vjepa.train.rundir import RunFolderError

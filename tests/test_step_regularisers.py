@@ -11,9 +11,9 @@ from conftest import loop_vicreg, tiny_cfg
 
 from vjepa.data.loader import build_mask_generator
 from vjepa.losses import effective_rank
+from vjepa.models.build import build_models
 from vjepa.objectives.registry import Planned
 from vjepa.objectives.vicreg import VICReg, VICRegOptions
-from vjepa.train.loop import build_models
 from vjepa.train.step import Objective, compute_targets, forward_loss, grid_of
 
 

@@ -8,7 +8,7 @@ import torch
 from conftest import losses, tiny_cfg
 
 from vjepa.config import load_config
-from vjepa.export import CheckpointMismatchError
+from vjepa.models.build import CheckpointMismatchError
 from vjepa.train.checkpoint import latest_checkpoint
 from vjepa.train.loop import NonFiniteLoss, train
 

@@ -26,18 +26,20 @@ import vjepa.train.dense as dense_module
 import vjepa.train.step as step_module
 from vjepa.config import ConfigError, load_config
 from vjepa.embed import Embedder
+from vjepa.exports import export, read_export
 from vjepa.masks.collator import FamilyMasks
 from vjepa.masks.ops import gather_tokens, idx_to_coords
+from vjepa.models.build import build_models
 from vjepa.models.encoder import VisionTransformer, level_taps
 from vjepa.models.init import init_weights
 from vjepa.models.predictor import Predictor
 from vjepa.objectives.base import AuxObjective, ObjectiveOutput
 from vjepa.objectives.registry import Planned
-from vjepa.pretrained import export, load_pretrained, read_export
+from vjepa.pretrained import load_pretrained
 from vjepa.train.checkpoint import latest_checkpoint
 from vjepa.train.dense import context_distance, dense_lambda, dense_loss, distance_weights
 from vjepa.train.ema import ema_pairs
-from vjepa.train.loop import build_models, objective_dims, train
+from vjepa.train.loop import objective_dims, train
 from vjepa.train.loss_guard import GuardOptions, LossGuard, LossSpikeError
 from vjepa.train.optim import build_optimizer
 from vjepa.train.schedules import hyper

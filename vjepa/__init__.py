@@ -4,6 +4,8 @@ The names most users need are here, imported on first use (so `import vjepa` sta
     vjepa.load_pretrained(path)   an encoder from an export file, a run folder or checkpoint, or a Hugging Face folder
     vjepa.random_like(path, seed) the same architecture with a fresh initialisation (the random-init baseline)
     vjepa.Embedder(path)          features of whole videos from a frozen encoder
+    vjepa.export(run, out)        a run's target encoder (optionally its predictor) as one .pt/.safetensors file
+                                  and/or a Hugging Face folder (`vjepa export`; the format: vjepa/exports.py)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ _LAZY = {
     "load_pretrained": "vjepa.pretrained",
     "random_like": "vjepa.pretrained",
     "Embedder": "vjepa.embed",
+    "export": "vjepa.exports",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -83,7 +83,7 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 }
 # Single commands implemented by a module the same way.
 MODULE_COMMANDS: dict[str, tuple[str, str]] = {
-    "export": ("vjepa.pretrained", "export a run's target encoder (+ predictor) as .pt/.safetensors or HF layout"),
+    "export": ("vjepa.exports", "export a run's target encoder (+ predictor) as .pt/.safetensors or HF layout"),
     "sweep": ("evals.sweep", "seeded ablation sweep: pretrain, probe and aggregate every (arm, seed); `report DIR`"),
     "objectives": ("vjepa.objectives.listing", "list the auxiliary objectives: options, default weight, source"),
 }

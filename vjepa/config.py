@@ -225,7 +225,9 @@ class TrainConfig:
     # train.resume=false in a folder holding a run: refuse | archive (moved aside)
     existing_run: Literal["refuse", "archive"] = "refuse"
     resume: bool = True  # continue from the latest checkpoint in run_dir if there is one
-    init_from: str = ""  # a checkpoint folder to start from (e.g. V-JEPA 2 cooldown from the main phase)
+    # a checkpoint folder to continue from (whole training state: the V-JEPA 2 cooldown from the main phase), or
+    # an export file / Hugging Face VJEPA2 folder to warm-start from (weights only, fresh optimizer, step 0)
+    init_from: str = ""
     stop_after: int = 0  # stop at this step (schedules still span optim.total_steps); 0 = total_steps
     threads: int = 0  # torch intra-op threads per process; 0 = leave as is
     tensorboard: bool = True

@@ -42,8 +42,8 @@ from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from vjepa.export import check_tensor_shapes
 from vjepa.fileio import atomic_write
+from vjepa.models.build import check_tensor_shapes
 from vjepa.train.rundir import complete_checkpoints, os_error_text
 
 

@@ -23,6 +23,7 @@ over ranks as running totals into every log.jsonl record and each checkpoint; th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 import sys
@@ -37,14 +38,9 @@ from torch import nn
 from vjepa.config import Config, dump_config
 from vjepa.data.loader import build_loader, video_decoder
 from vjepa.distributed import DistInfo, all_reduce_mean, apply_fsdp, init_distributed, wants_fsdp
-from vjepa.export import CheckpointMismatchError
 from vjepa.flops import StepShape, peak_flops
-from vjepa.models.encoder import VisionTransformer
-from vjepa.models.init import init_weights
-from vjepa.models.multimask import MultiMaskEncoder
-from vjepa.models.predictor import Predictor
+from vjepa.models.build import CheckpointMismatchError, NotABackboneError, build_models, load_state
 from vjepa.objectives import Dims, Planned, plan_objectives
-from vjepa.pixels import pixel_dim
 from vjepa.train.checkpoint import (
     CheckpointStateError,
     CheckpointWriteError,
@@ -68,51 +64,6 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def build_models(cfg: Config, context_head: bool | None = None) -> tuple[MultiMaskEncoder, Predictor]:
-    """Encoder (wrapped for multi-mask use) and predictor, initialised at the one init site. The predictor gets the
-    V-JEPA 2.1 context head when `context_head` (None: when the config's dense loss is on). With
-    optim.target=pixels the predictor ends in a Linear to the pixels of a tubelet (vjepa/pixels.py)."""
-    m, d = cfg.model, cfg.data
-    if context_head is None:
-        context_head = cfg.optim.dense_weight > 0
-    arch = m.resolved()
-    common = dict(
-        img_size=d.crop_size,
-        num_frames=d.frames_per_clip,
-        patch_size=m.patch_size,
-        tubelet_size=m.tubelet_size,
-        qkv_bias=m.qkv_bias,
-        pos_embed=m.pos_embed,
-        uniform_power=m.uniform_power,
-        attn_impl=m.attn_impl,
-    )
-    encoder = VisionTransformer(
-        embed_dim=arch["embed_dim"],
-        depth=arch["depth"],
-        num_heads=arch["num_heads"],
-        mlp_ratio=arch["mlp_ratio"],
-        levels=m.levels,
-        **common,
-    )
-    pred_arch = m.predictor_arch()
-    pixels = pixel_dim(encoder.in_chans, m.tubelet_size, m.patch_size) if cfg.optim.target == "pixels" else 0
-    predictor = Predictor(
-        embed_dim=arch["embed_dim"],
-        pred_embed_dim=m.pred_embed_dim,
-        depth=m.pred_depth,
-        num_heads=pred_arch["num_heads"],
-        mlp_ratio=pred_arch["mlp_ratio"],
-        num_mask_tokens=len(cfg.mask.families),
-        pixel_dim=pixels,
-        levels=m.levels,
-        context_head=context_head,
-        **common,
-    )
-    init_weights(encoder, rescale=m.init_rescale)
-    init_weights(predictor, rescale=m.init_rescale)
-    return MultiMaskEncoder(encoder), predictor
-
-
 def objective_dims(cfg: Config) -> Dims:
     """What the auxiliary objectives of a run may size their heads by (width L x D with L deep-supervision levels)."""
     m, d = cfg.model, cfg.data
@@ -129,15 +80,18 @@ def objective_dims(cfg: Config) -> Dims:
 
 
 def build_training(
-    cfg: Config, info: DistInfo, dtype: torch.dtype, fsdp: bool | None = None
+    cfg: Config, info: DistInfo, dtype: torch.dtype, fsdp: bool | None = None, warm: WarmStart | None = None
 ) -> tuple[nn.ModuleDict, torch.optim.Optimizer, list[Planned]]:
     """Encoder, predictor and target encoder (an EMA copy of the encoder, no grad, eval mode) on the device,
     wrapped with FSDP2 per block and root when `fsdp` (None: as train.fsdp decides, vjepa.distributed.wants_fsdp),
     the auxiliary objectives with a weight above 0 (`models["objectives"]`, present only when there are some; heads
     sharded as roots of their own, in fp32), plus AdamW over encoder, predictor and heads. Activation checkpointing
-    and compile apply either way."""
+    and compile apply either way. `warm`: weights to start from (train.init_from naming an export file or a
+    Hugging Face folder), put into encoder, target encoder and, where they fit, predictor before wrapping."""
     torch.manual_seed(cfg.train.seed)
     encoder, predictor = build_models(cfg)
+    if warm is not None:
+        warm.load(encoder.backbone, predictor)
     target_encoder = copy.deepcopy(encoder).requires_grad_(False)
     aux = plan_objectives(cfg, objective_dims(cfg))  # built after the models: their init draws stay the same
     encoder, predictor, target_encoder = (x.to(info.device) for x in (encoder, predictor, target_encoder))
@@ -164,6 +118,41 @@ def build_training(
             trained[f"objectives.{p.key}"] = p.module
             scales[f"objectives.{p.key}"] = (p.lr_scale, p.wd_scale)
     return models, build_optimizer(cfg.optim, trained, scales), aux
+
+
+@dataclasses.dataclass
+class WarmStart:
+    """A new run's starting weights from `train.init_from` naming an export file or a Hugging Face VJEPA2 folder
+    (not a checkpoint folder, which restores the whole training state): encoder always, checked by name and
+    shape; the predictor when the source has one of this run's shape, else it starts fresh (said in `notes`)."""
+
+    source: str
+    encoder: dict[str, torch.Tensor]
+    predictor: dict[str, torch.Tensor] | None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: Path) -> WarmStart:
+        from vjepa.pretrained import warm_start_weights
+
+        try:
+            encoder, predictor, source = warm_start_weights(path)
+            return cls(source=source, encoder=encoder, predictor=predictor)
+        except (FileNotFoundError, NotABackboneError, CheckpointMismatchError) as err:
+            raise type(err)(f"train.init_from={path}: {err}") from None
+
+    def load(self, encoder: nn.Module, predictor: nn.Module) -> None:
+        load_state(encoder, self.encoder, f"train.init_from={self.source}: its encoder", assign=False)
+        what = "encoder"
+        if self.predictor is None:
+            self.notes.append("the predictor starts fresh (the source has none)")
+        else:
+            try:
+                load_state(predictor, self.predictor, "its predictor", assign=False)
+                what = "encoder and predictor"
+            except CheckpointMismatchError as err:
+                self.notes.append(f"the predictor starts fresh: {str(err).splitlines()[0]} {str(err).splitlines()[1]}")
+        self.notes.insert(0, f"warm start from {self.source}: {what} weights; optimizer, schedules and step from 0")
 
 
 def params_finite(module: nn.Module) -> torch.Tensor:
@@ -255,7 +244,10 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
         print(note, flush=True)
 
     # ---- build
-    models, optimizer, aux = build_training(cfg, info, dtype)
+    warm = None
+    if ckpt is not None and not (ckpt / "meta.json").is_file():  # init_from: an export file or a Hugging Face folder
+        warm, ckpt = WarmStart.read(ckpt), None
+    models, optimizer, aux = build_training(cfg, info, dtype, warm=warm)
     encoder, predictor, target_encoder = models["encoder"], models["predictor"], models["target_encoder"]
 
     # ---- resume
@@ -277,6 +269,8 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
     _raise_agreed(info, error)
     if ckpt is not None:
         logger.print(f"resumed from {ckpt} at step {start_step}")
+    for note in warm.notes if warm is not None else ():
+        logger.print(note)
     if info.is_main:
         logger.print(f"start {record.number} of this run: config in {record.config}")
     ema_targets, ema_sources = ema_pairs(encoder, target_encoder)
@@ -491,6 +485,7 @@ def main(cfg: Config) -> int:
             return 3
         except (
             FileNotFoundError,
+            NotABackboneError,
             CheckpointMismatchError,
             CheckpointWriteError,
             RunFolderError,
