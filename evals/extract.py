@@ -42,8 +42,9 @@ from torch import nn
 
 from evals.probe_io import FEATURE_FORMAT, check_features
 from vjepa.data.media import is_image
+from vjepa.data.transforms import normalize_frames, resize_frames, short_side_size
 from vjepa.data.video import ClipSampling, clip_starts, load_clips, read_csv_list
-from vjepa.embed import OUTPUTS, Embedder, default_backend, normalize, resize_frames, short_side_size
+from vjepa.embed import OUTPUTS, Embedder, default_backend
 from vjepa.fileio import atomic_target
 from vjepa.seeding import make_generator
 from vjepa.train.metrics import format_duration
@@ -70,7 +71,7 @@ def make_views(clip: torch.Tensor, *, crop_size: int, short_side: int, views: in
     out = []
     for off in view_offsets(max(h, w), s, views):
         top, left = (across, off) if w >= h else (off, across)
-        out.append(normalize(x[:, :, top : top + s, left : left + s]))  # [C, T, S, S]
+        out.append(normalize_frames(x[:, :, top : top + s, left : left + s]))  # [C, T, S, S]
     return torch.stack(out)  # [V, C, T, S, S]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vjepa.data.transforms import normalize_clip
+from vjepa.data.transforms import eval_resize_crop, normalize_clip
 
 Grid = tuple[int, int, int]
 
@@ -105,14 +105,8 @@ def save_png(image: torch.Tensor, path: str | Path) -> Path:
 
 def resize_center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> uint8 [T, S, S, 3]: short side resized to S (bilinear, antialiased), centre crop;
-    the evaluation transform of vjepa.data.transforms, kept in uint8 for display."""
-    _, h, w, _ = frames.shape
-    new_h, new_w = max(size, round(h * size / min(h, w))), max(size, round(w * size / min(h, w)))
-    x = frames.permute(0, 3, 1, 2)  # [T, 3, H, W]
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return x[:, :, top : top + size, left : left + size].permute(0, 2, 3, 1).contiguous()  # [T, S, S, 3]
+    the evaluation transform of vjepa.data.transforms (`eval_resize_crop`), kept in uint8 for display."""
+    return eval_resize_crop(frames, size).permute(0, 2, 3, 1).contiguous()  # [T, S, S, 3]
 
 
 def token_grid(encoder: torch.nn.Module, num_frames: int, size: int) -> Grid:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from vjepa.data.decoders import available_backends, open_video
 from vjepa.data.synthetic import render_clip, write_mp4
-from vjepa.data.transforms import normalize_clip
-from vjepa.embed import Embedder, short_side_size
+from vjepa.data.transforms import normalize_clip, short_side_size
+from vjepa.embed import Embedder
 from vjepa.models.encoder import VisionTransformer
 from vjepa.models.init import init_weights
 

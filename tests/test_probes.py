@@ -15,16 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evals import attentive, knn, linear
-from evals.attentive import (
-    AttentiveProbe,
-    ProbeGrid,
-    epoch_order,
-    load_probe,
-    lr_factor,
-    predict_proba,
-    run_attentive,
-)
+from evals import attentive, attentive_probe, knn, linear
+from evals.attentive import epoch_order, load_probe, lr_factor, predict_proba, run_attentive
+from evals.attentive_probe import AttentiveProbe, ProbeGrid
 from evals.knn import knn_predict, run_knn, video_embeddings
 from evals.linear import run_linear
 from evals.probe_io import FeatureFormatError
@@ -200,9 +193,9 @@ def test_seeded_runs_are_identical(tmp_path: Path) -> None:
 
 
 def test_default_heads_and_bad_settings() -> None:
-    assert attentive.default_num_heads(1024) == 16
-    assert attentive.default_num_heads(192) == 3
-    assert attentive.default_num_heads(32) == 1
+    assert attentive_probe.default_num_heads(1024) == 16
+    assert attentive_probe.default_num_heads(192) == 3
+    assert attentive_probe.default_num_heads(32) == 1
     with pytest.raises(ValueError, match="divisible"):
         AttentiveProbe(dim=30, num_classes=2, num_heads=4)
     with pytest.raises(ValueError, match="variant"):

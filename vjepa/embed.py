@@ -10,7 +10,8 @@
 
 How `embed` handles any resolution: the short side is resized to the model's crop size S and the long side to
 keep the aspect ratio, rounded to a multiple of the patch size (bilinear, antialiased; uint8 input is resized
-before normalisation, with ImageNet mean/std, as the eval transform does). The encoder takes the resulting grid:
+before normalisation, with ImageNet mean/std, as the eval transform does: `short_side_size`, `resize_frames` and
+`normalize_frames` of vjepa/data/transforms.py). The encoder takes the resulting grid:
 the sin-cos table is interpolated trilinearly to it, RoPE positions are integer coordinates of any grid.
 How it handles any length: the frames are cut into consecutive windows of frames_per_clip frames (the encoder's
 training length); the last window is padded by repeating the last frame. Each window is encoded on its own; the
@@ -38,33 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vjepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vjepa.data.transforms import normalize_frames, resize_frames, short_side_size
 
 OUTPUTS = ("pooled", "frames", "tokens")
-
-
-def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> uint8 [T, 3, h, w], bilinear with antialias (torch's fast uint8 channels-last path)."""
-    x = frames.permute(0, 3, 1, 2)  # [T, 3, H, W], channels-last strides
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def short_side_size(height: int, width: int, short: int, multiple: int = 1) -> tuple[int, int]:
-    """(h, w) with the short side `short`, the aspect ratio kept, each rounded to a multiple of `multiple`."""
-    s = min(height, width)
-    h = max(multiple, round(height * short / s / multiple) * multiple)
-    w = max(multiple, round(width * short / s / multiple) * multiple)
-    return h, w
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [T, 3, H, W] -> float [3, T, H, W], x / 255 normalised with ImageNet mean / std."""
-    x = x.permute(1, 0, 2, 3).float().div_(255.0)  # [3, T, H, W]
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
-    return x.sub_(mean).div_(std)
 
 
 def default_backend() -> str:
@@ -166,7 +143,7 @@ class Embedder:
         """Frames in the input layout -> float [C, t, h, w], short side = crop size, sides multiples of patch."""
         if is_uint8:
             size = short_side_size(raw.shape[1], raw.shape[2], self.crop_size, self.patch_size)
-            return normalize(resize_frames(raw, size))  # [C, t, h, w]
+            return normalize_frames(resize_frames(raw, size))  # [C, t, h, w]
         size = short_side_size(raw.shape[2], raw.shape[3], self.crop_size, self.patch_size)
         if tuple(raw.shape[-2:]) == size:
             return raw.float()
