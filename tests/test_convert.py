@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from vjepa.cli import main
-from vjepa.data import convert as conv
-from vjepa.data.convert_io import ConvertError
 from vjepa.data.video import read_csv_list
+from vjepa.tools import convert as conv
+from vjepa.tools.convert_io import ConvertError
 
 K_CLASSES = ["abseiling", "air drumming", "passing American football (in game)"]
 

@@ -1,4 +1,4 @@
-"""Tests of `vjepa data make-shards` (vjepa/data/make_shards.py), run through vjepa.cli.main.
+"""Tests of `vjepa data make-shards` (vjepa/tools/make_shards.py), run through vjepa.cli.main.
 
 Oracles: the source files' bytes (stored unchanged without re-encoding); the shard reader of vjepa/data/shards.py;
 PyAV decoding of the re-encoded videos, whose luma must match the source luma resized by torch (bicubic,
@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from vjepa.cli import main
-from vjepa.data.make_shards import storage_order
-from vjepa.data.reencode import target_size
 from vjepa.data.shards import expand_shard_pattern, iter_tar_samples, sample_label, sample_media
 from vjepa.data.synthetic import render_clip, write_mp4, write_synthetic
+from vjepa.tools.make_shards import storage_order
+from vjepa.tools.reencode import target_size
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -355,7 +355,7 @@ def _die(task):
 
 
 def test_a_dying_worker_is_an_error_not_a_hang(data, tmp_path, monkeypatch, capsys):
-    import vjepa.data.make_shards as make_shards
+    import vjepa.tools.make_shards as make_shards
 
     monkeypatch.setattr(make_shards, "_process", _die)  # forked workers see the patched module
     assert cli(data.csv, tmp_path / "shards", "--workers", "2", *LENIENT) == 2
@@ -366,7 +366,7 @@ def test_a_dying_worker_is_an_error_not_a_hang(data, tmp_path, monkeypatch, caps
 def test_reencode_bytes_do_not_depend_on_earlier_encodes(tmp_path):
     # Why test_same_input_same_bytes_for_any_worker_count failed on a fresh machine: with x264's macroblock tree
     # on, one input re-encoded in one process gave 9 different files in 20 tries, other sizes encoded in between.
-    from vjepa.data.reencode import reencode_video
+    from vjepa.tools.reencode import reencode_video
 
     write_mp4(tmp_path / "src.mp4", render_clip(0, 1, FRAMES, SIZE), fps=FPS)
     options = dict(short_side=64, keyint=8, crf=23, preset="medium")

@@ -241,8 +241,9 @@ def test_bad_constructor_arguments(synthetic_csv):
 def test_one_list_of_media_extensions(tmp_path):
     """Folder sources, tar shards and the converters accept the same file kinds (vjepa.data.media): every video
     extension a converter looks up is listed by the folder reader and taken from a shard sample."""
-    from vjepa.data import convert_io, make_shards, media, shards
+    from vjepa.data import media, shards
     from vjepa.data.video import read_folder
+    from vjepa.tools import convert_io, make_shards
 
     assert convert_io.VIDEO_EXTENSIONS is make_shards.VIDEO_EXTENSIONS is media.VIDEO_EXTENSIONS
     assert shards.MEDIA_EXTENSIONS is media.MEDIA_EXTENSIONS

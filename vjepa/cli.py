@@ -55,9 +55,9 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "data": (
         "dataset tools: make-shards, check, convert",
         {
-            "make-shards": ("vjepa.data.make_shards", "pack a CSV list into tar shards (optionally re-encoded)"),
-            "check": ("vjepa.data.check", "scan a list, folder or shards; report bad files, write a cleaned list"),
-            "convert": ("vjepa.data.convert", "turn Kinetics/SSv2/UCF-101/HMDB-51/Diving-48 annotations into lists"),
+            "make-shards": ("vjepa.tools.make_shards", "pack a CSV list into tar shards (optionally re-encoded)"),
+            "check": ("vjepa.tools.check", "scan a list, folder or shards; report bad files, write a cleaned list"),
+            "convert": ("vjepa.tools.convert", "turn Kinetics/SSv2/UCF-101/HMDB-51/Diving-48 annotations into lists"),
         },
     ),
     "launch": (

@@ -3,6 +3,7 @@
 Both datasets are map-style with keys (index, draw); every random choice of a sample comes from a
 torch.Generator seeded from (dataset seed, index, draw). Samples are {"video": float [C, T, H, W] (or a list of
 clips), "label": int, "index": int}. Shape legend: C channels, T frames, H, W height and width.
+The offline dataset tools (`vjepa data check|make-shards|convert`) are in vjepa.tools, which nothing here imports.
 """
 
 from vjepa.data.synthetic import (

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vjepa.data.media import DETERMINISTIC_X264_PARAMS
 from vjepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Transform, normalize_clip
 from vjepa.seeding import derive_seed, make_generator
 
@@ -361,8 +362,6 @@ def write_mp4(path: str | os.PathLike, frames: torch.Tensor, *, fps: int = 8, fa
     x264 thread). Not promised: the same bytes with another PyAV/x264 version, or across CPUs we have not tested
     (x264 picks SIMD code by CPU); there the decoded frames still match the rendered ones to lossy-codec accuracy."""
     import av  # imported here: only writing needs PyAV
-
-    from vjepa.data.reencode import DETERMINISTIC_X264_PARAMS
 
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")

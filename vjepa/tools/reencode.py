@@ -16,10 +16,7 @@ import io
 from collections.abc import Iterator
 from fractions import Fraction
 
-# x264's macroblock-tree rate control gives bytes that depend on what earlier encodes left in memory (measured:
-# one 64 px clip re-encoded 20 times in one process, other sizes encoded in between, gave 9 different files with a
-# single x264 thread; with mbtree off, one). Its propagation step is also float SIMD chosen by CPU. So it is off.
-DETERMINISTIC_X264_PARAMS = "mbtree=0"
+from vjepa.data.media import DETERMINISTIC_X264_PARAMS
 
 
 class BadVideo(Exception):

@@ -62,11 +62,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from vjepa.data.media import VIDEO_EXTENSIONS
-from vjepa.data.reencode import BadVideo, probe_video, reencode_video, short_error
 from vjepa.data.shards import split_member_name
 from vjepa.data.video import read_csv_list
 from vjepa.fileio import atomic_write, publish_temporary, temporary_of
 from vjepa.seeding import derive_seed
+from vjepa.tools.reencode import BadVideo, probe_video, reencode_video, short_error
 
 MANIFEST = "manifest.jsonl"
 SHARD_LIST = "shards.txt"

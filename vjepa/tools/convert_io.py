@@ -1,6 +1,6 @@
 """Shared parts of `vjepa data convert`: annotation readers, the video-file lookup and the all-or-nothing writer.
 
-The converters in vjepa/data/convert.py read a dataset's annotation files with the helpers here (every error is
+The converters in vjepa/tools/convert.py read a dataset's annotation files with the helpers here (every error is
 a ConvertError naming the file and the line or entry), collect `<video> <label>` rows per split in a ListBuilder,
 and hand it to write_lists, which checks everything first and only then writes `{split}.csv`, `classes.txt` and
 `missing.txt` (each through a temporary file renamed into place), so bad input leaves the output folder as it was.

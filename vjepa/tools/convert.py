@@ -13,7 +13,7 @@ CSV lists (`<video path> <0-based label>` per line) plus classes.txt, checking t
 (`<split>\\t<expected video>`) when annotated videos are not found: those rows are skipped, counted in the
 summary, never dropped silently (if no video at all is found, the run fails: --videos is probably wrong). Paths
 are absolute unless --relative (then relative to --out). Bad input is a ConvertError naming file and line or
-entry, and nothing is written (vjepa/data/convert_io.py writes through temporary files renamed at the end).
+entry, and nothing is written (vjepa/tools/convert_io.py writes through temporary files renamed at the end).
 
 Per dataset (formats as distributed; splits are named train, val, test):
 - kinetics: CSVs with header `label,youtube_id,time_start,time_end,split` (extra columns such as K400's `is_cc`
@@ -50,7 +50,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vjepa.data.convert_io import (
+from vjepa.data.media import VIDEO_EXTENSIONS
+from vjepa.tools.convert_io import (
     SPLIT_ORDER,
     ConvertError,
     ConvertResult,
@@ -66,7 +67,6 @@ from vjepa.data.convert_io import (
     text_lines,
     write_lists,
 )
-from vjepa.data.media import VIDEO_EXTENSIONS
 
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 CLIP_TIMES = re.compile(r"_(\d+)_(\d+)")  # what follows the id in `{id}_{start:06d}_{end:06d}`
