@@ -101,3 +101,49 @@ def test_the_rule_catches_every_import_form(source, module, is_package):
 )
 def test_the_rule_ignores_other_imports_and_mentions(source, module, is_package):
     assert not tools_imports(source, module, is_package=is_package)
+
+
+# Dependencies point one way: the models know nothing of training, loading or interop; interop knows models
+# (and the export format) but not training. Each rule: (package, prefixes its modules must not import).
+ONE_WAY = [
+    ("vjepa.models", ("vjepa.train", "vjepa.data", "vjepa.exports", "vjepa.pretrained", "vjepa.interop", "evals")),
+    ("vjepa.interop", ("vjepa.train", "vjepa.data", "vjepa.pretrained", "evals")),
+    ("vjepa.exports", ("vjepa.pretrained", "vjepa.data", "evals")),
+]
+
+
+def _forbidden(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("package, forbidden", ONE_WAY, ids=[rule[0] for rule in ONE_WAY])
+def test_dependencies_point_one_way(package, forbidden):
+    paths = sorted(PACKAGE.rglob("*.py"))
+    mine = [p for p in paths if module_name(p) == package or module_name(p).startswith(package + ".")]
+    assert mine, package
+    offenders = {
+        str(p.relative_to(ROOT)): bad
+        for p in mine
+        if (
+            bad := [
+                f"line {line}: {name}"
+                for line, name in imported_modules(p.read_text(), module_name(p), is_package=p.name == "__init__.py")
+                if _forbidden(name, forbidden)
+            ]
+        )
+    }
+    assert not offenders, f"{package} must not import {forbidden}: {offenders}"
+
+
+def test_models_are_constructed_only_in_build():
+    """VisionTransformer( and Predictor( are called in vjepa/models/build.py only (and the modules' own files):
+    training, loading, random init and the Hugging Face reader all build through it."""
+    allowed = {"vjepa/models/build.py", "vjepa/models/encoder.py", "vjepa/models/predictor.py"}
+    offenders = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "evals").rglob("*.py")]):
+        rel = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("VisionTransformer", "Predictor"):
+                if rel not in allowed:
+                    offenders.append(f"{rel}:{node.lineno}")
+    assert not offenders, offenders

@@ -26,7 +26,7 @@ from torch import nn
 
 from vjepa.config import ModelConfig
 from vjepa.fileio import atomic_target
-from vjepa.models.build import NotABackboneError, backbone_of, check_tensor_shapes
+from vjepa.models.build import NotABackboneError, backbone_of, build_pair, check_tensor_shapes
 from vjepa.models.encoder import VisionTransformer
 from vjepa.models.predictor import Predictor
 
@@ -197,36 +197,27 @@ def write_folder(content: tuple[VJEPA2Config, dict[str, torch.Tensor]], folder: 
     return folder
 
 
-def _modules(c: Mapping[str, Any], source: str) -> tuple[VisionTransformer, Predictor]:
+def model_config(c: Mapping[str, Any], source: str) -> ModelConfig:
+    """Our ModelConfig of a Hugging Face VJEPA2 config.json (a dict): the RoPE architecture it describes."""
     if c.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"{source}: hidden_act {c.get('hidden_act')!r} is not supported (only gelu)")
-    common = dict(
-        img_size=c["crop_size"],
-        num_frames=c["frames_per_clip"],
-        patch_size=c["patch_size"],
-        tubelet_size=c["tubelet_size"],
-        qkv_bias=c.get("qkv_bias", True),
-        norm_eps=c.get("layer_norm_eps", 1e-6),
-        pos_embed="rope",
-    )
-    encoder = VisionTransformer(
-        in_chans=c.get("in_chans", 3),
-        embed_dim=c["hidden_size"],
-        depth=c["num_hidden_layers"],
-        num_heads=c["num_attention_heads"],
-        mlp_ratio=c["mlp_ratio"],
-        **common,
-    )
-    predictor = Predictor(
-        embed_dim=c["hidden_size"],
-        pred_embed_dim=c["pred_hidden_size"],
-        depth=c["pred_num_hidden_layers"],
-        num_heads=c["pred_num_attention_heads"],
-        mlp_ratio=c["pred_mlp_ratio"],
-        num_mask_tokens=c["pred_num_mask_tokens"],
-        **common,
-    )
-    return encoder, predictor
+    try:
+        return ModelConfig(
+            embed_dim=c["hidden_size"],
+            depth=c["num_hidden_layers"],
+            num_heads=c["num_attention_heads"],
+            mlp_ratio=c["mlp_ratio"],
+            patch_size=c["patch_size"],
+            tubelet_size=c["tubelet_size"],
+            pos_embed="rope",
+            qkv_bias=c.get("qkv_bias", True),
+            pred_embed_dim=c["pred_hidden_size"],
+            pred_depth=c["pred_num_hidden_layers"],
+            pred_num_heads=c["pred_num_attention_heads"],
+            pred_mlp_ratio=c["pred_mlp_ratio"],
+        )
+    except KeyError as err:
+        raise ValueError(f"{source}: missing entry {err}") from None
 
 
 def is_folder(path: str | os.PathLike) -> bool:
@@ -253,11 +244,19 @@ def read_folder(folder: str | os.PathLike) -> tuple[VisionTransformer, Predictor
             raise FileNotFoundError(f"{folder}: weights file {f.name} is missing")
         sd.update(load_file(str(f)))
     sd = {k: v.float() for k, v in sd.items() if k.removeprefix("vjepa2.").startswith(("encoder.", "predictor."))}
+    source = f"{folder}/config.json"
     try:
-        with torch.device("meta"):
-            encoder, predictor = _modules(c, str(folder))
+        encoder, predictor = build_pair(
+            model_config(c, source),
+            frames_per_clip=c["frames_per_clip"],
+            crop_size=c["crop_size"],
+            num_mask_tokens=c["pred_num_mask_tokens"],
+            norm_eps=c.get("layer_norm_eps", 1e-6),
+            in_chans=c.get("in_chans", 3),
+            meta=True,
+        )
     except KeyError as err:
-        raise ValueError(f"{folder}/config.json: missing entry {err}") from None
+        raise ValueError(f"{source}: missing entry {err}") from None
     encoder, predictor = encoder.to_empty(device="cpu"), predictor.to_empty(device="cpu")
     from_hf_state_dict(sd, encoder, predictor)
     return encoder, predictor

@@ -73,14 +73,17 @@ def build_pair(
     pixel_target: bool = False,
     init: bool = True,
     meta: bool = False,
+    norm_eps: float = 1e-6,
+    in_chans: int = 3,
 ) -> tuple[VisionTransformer, Predictor]:
     """Encoder and predictor of `model`'s architecture for clips of `frames_per_clip` x `crop_size`^2.
 
     num_mask_tokens: one per mask family; context_head: the V-JEPA 2.1 context head (dense loss); pixel_target:
     the predictor ends in a Linear to the pixels of a tubelet (optim.target=pixels, vjepa/pixels.py). init: the
-    product's initialisation (`init_weights`, drawing from the global RNG). meta: no memory (implies no init)."""
+    product's initialisation (`init_weights`, drawing from the global RNG). meta: no memory (implies no init).
+    norm_eps / in_chans: fixed by this product (1e-6, RGB), given by foreign configs (a Hugging Face folder's)."""
     arch, pred_arch = model.resolved(), model.predictor_arch()
-    common = _common(model, frames_per_clip, crop_size)
+    common = dict(_common(model, frames_per_clip, crop_size), norm_eps=norm_eps)
     with torch.device("meta") if meta else contextlib.nullcontext():
         encoder = VisionTransformer(
             embed_dim=arch["embed_dim"],
@@ -88,6 +91,7 @@ def build_pair(
             num_heads=arch["num_heads"],
             mlp_ratio=arch["mlp_ratio"],
             levels=model.levels,
+            in_chans=in_chans,
             **common,
         )
         pixels = pixel_dim(encoder.in_chans, model.tubelet_size, model.patch_size) if pixel_target else 0
