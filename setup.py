@@ -33,13 +33,14 @@ setup(
             "transformers>=4.53",
             "torchcodec>=0.10",
             "tensorboard>=2.14",
+            "wandb>=0.19",  # tests: offline runs of train.loggers=[..., wandb]
             "matplotlib>=3.7",
             "scikit-learn>=1.3",  # tests only: an independent oracle for the metrics and the ridge classifier
         ],
         "hf": ["transformers>=4.53"],
         "video": ["torchcodec>=0.10"],  # a third decoder; needs FFmpeg 4-8 shared libraries on the system
         "eval": ["matplotlib>=3.7"],  # figures in evaluation reports
-        "logging": ["tensorboard>=2.14"],  # train.tensorboard
+        "logging": ["tensorboard>=2.14", "wandb>=0.19"],  # train.loggers=[jsonl, tensorboard, wandb]
         "gpu": ["flash-attn>=2.6"],
     },
     entry_points={"console_scripts": ["vjepa=vjepa.cli:main"]},

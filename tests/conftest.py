@@ -167,7 +167,6 @@ TINY_RUN = [
     "optim.warmup_steps=2",
     "optim.lr=1e-3",
     "train.log_every=1",
-    "train.tensorboard=false",
 ]
 
 

@@ -22,7 +22,6 @@ SMALL = [
     "optim.warmup_steps=2",
     "train.log_every=10",
     "train.checkpoint_every=20",
-    "train.tensorboard=false",
     "train.threads=0",
 ]
 

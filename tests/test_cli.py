@@ -21,7 +21,6 @@ TINY = [
     "optim.total_steps=3",
     "optim.warmup_steps=1",
     "train.log_every=1",
-    "train.tensorboard=false",
 ]
 
 

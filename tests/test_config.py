@@ -100,6 +100,10 @@ BAD_VALUES = [
     ("mask.group_size=0", "mask.group_size"),
     ("optim.lr=[1,", "optim.lr"),  # malformed YAML in an override
     ("data.crop_size={a: 1", "data.crop_size"),
+    ("train.loggers=[jsonl,wandbb]", "train.loggers.1"),
+    ("train.loggers=[tensorboard]", "train.loggers"),  # jsonl is required
+    ("train.loggers=jsonl", "train.loggers"),  # a list, not a name
+    ("train.tensorboard=true", "train.tensorboard"),  # removed: the message points at train.loggers
 ]
 
 
@@ -139,7 +143,7 @@ def test_enumerated_fields_are_literal_types_checked_by_the_merge():
     from vjepa.data.decoders import BACKENDS
 
     assert typing.get_args(config_module.VideoDecoder) == ("auto", *BACKENDS)
-    literal_keys = []
+    literal_keys, literal_lists = [], []
     for section in dataclasses.fields(config_module.Config):
         cls = typing.get_type_hints(config_module.Config)[section.name]
         if not dataclasses.is_dataclass(cls):
@@ -147,7 +151,13 @@ def test_enumerated_fields_are_literal_types_checked_by_the_merge():
         for name, tp in typing.get_type_hints(cls).items():
             if typing.get_origin(tp) is typing.Literal:
                 literal_keys.append((f"{section.name}.{name}", typing.get_args(tp)))
+            elif typing.get_origin(tp) is tuple and typing.get_origin(typing.get_args(tp)[0]) is typing.Literal:
+                literal_lists.append((f"{section.name}.{name}", typing.get_args(typing.get_args(tp)[0])))
     assert len(literal_keys) >= 14, literal_keys
+    assert ("train.loggers", ("jsonl", "tensorboard", "wandb")) in literal_lists
+    for key, valid in literal_lists:  # a list of enumerated values: each item is checked, its index named
+        with pytest.raises(ConfigError, match=rf"^{key}\.1: 'nope' is not one of {re.escape(str(list(valid)))}$"):
+            load_config(None, [f"{key}=[{valid[0]},nope]"])
     for key, valid in literal_keys:
         with pytest.raises(ConfigError, match=rf"^{key}: 'nope' is not one of \[{re.escape(repr(valid[0]))}"):
             load_config(None, [f"{key}=nope"])
@@ -159,6 +169,29 @@ def test_enumerated_fields_are_literal_types_checked_by_the_merge():
         load_config(None, ["data.sources=[{kind: ftp, path: x}]"])
     source = (Path(config_module.__file__).parent / "config_checks.py").read_text()
     assert "is not one of" not in source and "_choice" not in source
+
+
+def test_loggers_from_yaml_and_the_command_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("data:\n  source: synthetic\ntrain:\n  loggers: [jsonl, tensorboard]\n")
+    assert load_config(f).train.loggers == ("jsonl", "tensorboard")
+    cfg = load_config(f, ["train.loggers=[jsonl,wandb]", "train.wandb_project=mine"])
+    assert (cfg.train.loggers, cfg.train.wandb_project) == (("jsonl", "wandb"), "mine")
+    assert load_config(None, ["data.source=synthetic"]).train.loggers == ("jsonl",)  # the default
+    again = tmp_path / "dumped.yaml"
+    again.write_text(dump_config(cfg))
+    assert load_config(again) == cfg
+    f.write_text("data:\n  source: synthetic\ntrain:\n  loggers: [jsonl, tensorbord]\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: train\.loggers\.1: 'tensorbord' is not one of \['jsonl',"):
+        load_config(f)
+    with pytest.raises(
+        ConfigError, match=r"^train\.loggers=\['wandb'\] must include jsonl: log\.jsonl is the run's record"
+    ):
+        load_config(None, ["data.source=synthetic", "train.loggers=[wandb]"])
+    with pytest.raises(ConfigError, match=r"names a backend twice"):
+        load_config(None, ["data.source=synthetic", "train.loggers=[jsonl,wandb,wandb]"])
+    with pytest.raises(ConfigError, match=r"^train\.tensorboard was removed: .*train\.loggers=\[jsonl,tensorboard\]"):
+        load_config(None, ["data.source=synthetic", "train.tensorboard=false"])
 
 
 def test_pred_mlp_ratio_is_a_field():

@@ -21,7 +21,7 @@ from vjepa.distributed import init_distributed
 from vjepa.exports import read_checkpoint
 from vjepa.models.build import CheckpointMismatchError
 from vjepa.train.checkpoint import CheckpointStateError, latest_checkpoint, save_checkpoint
-from vjepa.train.loop import build_training, train
+from vjepa.train.loop import NonFiniteLoss, build_training, main, train
 from vjepa.train.rundir import RunFolderError
 
 
@@ -208,21 +208,100 @@ def test_config_history_and_failed_resume_keeps_config_yaml(tmp_path):
     assert load_config(run / "config.yaml") == second
 
 
-# ---- A5: the log and TensorBoard after a resume
+# ---- A5: the log, TensorBoard and W&B after a resume; the logging backends (train.loggers)
 
 
-def test_log_and_tensorboard_drop_steps_past_the_resume_point(tmp_path, reference):
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """W&B offline and quiet, its settings and caches in tmp_path, not the home folder; the server address is a
+    closed local port, so anything that tried the network would fail here instead of reaching out."""
+    wandb = pytest.importorskip("wandb")
+    home = tmp_path / "wandb_home"
+    for var, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_CONFIG_DIR": str(home / "config"),
+        "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_DATA_DIR": str(home / "data"),
+        "WANDB_ARTIFACT_DIR": str(home / "artifacts"),
+    }.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    yield wandb
+    wandb.teardown()  # ends the W&B service process; the next wandb.setup reads the environment afresh
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline W&B run file (run-<id>.wandb, what `wandb sync` uploads): LevelDB log format
+    (32 KiB blocks of chunks: crc32, length, type 1 full / 2 first / 3 middle / 4 last) after a 7-byte header, each
+    record a wandb.proto Record."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:7] == b":W&B" + (0xBEE1).to_bytes(2, "little") + b"\x00", data[:7]
+    records, pos, chunk = [], 7, b""
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            records.append(wandb_internal_pb2.Record.FromString(chunk))
+            chunk = b""
+    return records
+
+
+def wandb_starts(run: Path) -> list[dict]:
+    """Per start of the run (its offline folder, oldest first): the run's id, project and name, the config, the loss
+    by step from the history, the last summary's loss and the exit code. Ends the W&B service first: finish()
+    can return before the service has written out a run's file, its end flushes and closes them."""
+    import wandb
+
+    wandb.teardown()
+
+    def values(items) -> dict:
+        return {i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in items}
+
+    starts = []
+    for folder in sorted((run / "wandb").glob("offline-run-*")):
+        (path,) = folder.glob("run-*.wandb")
+        start = {"loss": {}, "config": {}}
+        for r in wandb_records(path):
+            kind = r.WhichOneof("record_type")
+            if kind == "run":
+                start.update(id=r.run.run_id, project=r.run.project, name=r.run.display_name)
+                start["config"].update(values(r.run.config.update))
+            elif kind == "config":
+                start["config"].update(values(r.config.update))
+            elif kind == "history":
+                row = values(r.history.item)
+                start["loss"][row["_step"]] = row["loss"]
+            elif kind == "summary":
+                start["summary_loss"] = values(r.summary.update).get("loss", start.get("summary_loss"))
+            elif kind == "exit":
+                start["exit_code"] = r.exit.exit_code
+        starts.append(start)
+    return starts
+
+
+def test_log_tensorboard_and_wandb_drop_steps_past_the_resume_point(tmp_path, reference, wandb_offline):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "tb"
-    train(tiny_cfg(run, "train.stop_after=5", "train.tensorboard=true"))
+    loggers = "train.loggers=[jsonl,tensorboard,wandb]"
+    train(tiny_cfg(run, "train.stop_after=5", loggers))
+    run_id = (run / "wandb" / "run_id.txt").read_text().strip()
     # a crash after step 5 was logged but before its checkpoint was named: resume happens at step 3
     (run / "checkpoints" / "latest").write_text("step_00000003")
     shutil.rmtree(run / "checkpoints" / "step_00000005")
     with open(run / "log.jsonl", "a") as f:
         f.write('{"step": 6, "loss": 1.0')  # a torn last line
-    train(tiny_cfg(run, "train.tensorboard=true"))
+    train(tiny_cfg(run, loggers))
     records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 9))
     assert [r["loss"] for r in records] == reference
@@ -231,3 +310,46 @@ def test_log_and_tensorboard_drop_steps_past_the_resume_point(tmp_path, referenc
     acc = EventAccumulator(str(run / "tb"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("loss")] == list(range(1, 9))
+    assert [e.value for e in acc.Scalars("loss")] == [float(torch.tensor(x).float()) for x in reference]  # float32
+    # W&B: both starts continue the one run whose id the run folder keeps, each logging what log.jsonl got
+    first, second = wandb_starts(run)
+    for start in (first, second):
+        assert (start["id"], start["project"], start["name"], start["exit_code"]) == (run_id, "vjepa", "tb", 0)
+        assert start["config"]["train"]["loggers"] == ["jsonl", "tensorboard", "wandb"]
+        assert start["config"]["model"]["embed_dim"] == 64  # the resolved config
+    assert first["loss"] == dict(zip(range(1, 6), reference[:5]))
+    assert second["loss"] == dict(zip(range(4, 9), reference[3:]))
+    assert {**first["loss"], **second["loss"]} == {r["step"]: r["loss"] for r in records}
+    assert second["summary_loss"] == reference[-1]
+
+
+def test_a_failed_run_finishes_its_wandb_run_as_failed(tmp_path, wandb_offline):
+    run = tmp_path / "nan"
+    cfg = tiny_cfg(run, "train.loggers=[jsonl,wandb]", "optim.warmup_steps=8", "optim.start_lr=1e-4", "optim.lr=1e36")
+    with pytest.raises(NonFiniteLoss):
+        train(cfg)
+    assert wandb_offline.run is None  # finished: a next wandb.init in this process starts a new run
+    (start,) = wandb_starts(run)
+    assert start["exit_code"] == 1 and start["loss"]
+
+
+@pytest.mark.parametrize("backend", ["wandb", "tensorboard"])
+def test_a_missing_logging_backend_is_one_line_before_the_run_folder_is_touched(tmp_path, monkeypatch, capsys, backend):
+    held = tmp_path / "held"
+    train(tiny_cfg(held, "optim.total_steps=3"))
+    before = snapshot(held)
+    monkeypatch.setitem(sys.modules, backend, None)  # what `import wandb` finds when wandb is not installed
+    for run in (tmp_path / "fresh", held):
+        capsys.readouterr()
+        assert main(tiny_cfg(run, "optim.total_steps=6", f"train.loggers=[jsonl,{backend}]")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: train.loggers names {backend}, which is not installed")
+        assert "pip install 'vjepa[logging]'" in err
+    assert not (tmp_path / "fresh").exists() and snapshot(held) == before
+
+
+def test_wandb_that_cannot_start_is_one_line(tmp_path, monkeypatch, capsys, wandb_offline):
+    monkeypatch.setenv("WANDB_MODE", "nope")  # wandb.init refuses it, as it refuses a missing login online
+    assert main(tiny_cfg(tmp_path / "run", "train.loggers=[jsonl,wandb]")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: train.loggers: W&B could not start (") and "mode" in err

@@ -25,6 +25,8 @@ import yaml
 
 # The video decoders data.decoder names (vjepa.data.decoders.BACKENDS, plus auto).
 VideoDecoder = Literal["auto", "torchcodec", "decord", "pyav"]
+# The logging backends train.loggers names (vjepa/train/metrics.py; "jsonl", log.jsonl, is required).
+LoggerName = Literal["jsonl", "tensorboard", "wandb"]
 
 
 class ConfigError(ValueError):
@@ -230,7 +232,10 @@ class TrainConfig:
     init_from: str = ""
     stop_after: int = 0  # stop at this step (schedules still span optim.total_steps); 0 = total_steps
     threads: int = 0  # torch intra-op threads per process; 0 = leave as is
-    tensorboard: bool = True
+    # log.jsonl (required: it is the run's record that resume, reports and sweeps read) | tensorboard (run_dir/tb) |
+    # wandb (Weights & Biases, run_dir/wandb; WANDB_MODE=offline without internet); the extras: vjepa[logging]
+    loggers: tuple[LoggerName, ...] = ("jsonl",)
+    wandb_project: str = "vjepa"  # W&B project of train.loggers=[..., wandb] (entity: WANDB_ENTITY or the default)
     collapse_threshold: float = 0.0  # warn when the target feature spread falls below this (0: off)
     objective_modules: tuple[str, ...] = ("evals.objectives",)  # modules whose import registers objectives
 
@@ -338,6 +343,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
+# Keys of earlier versions and what replaced them, so an old config or command line gets a pointer, not just a list.
+REMOVED_KEYS = {
+    "train.tensorboard": "list the logging backends in train.loggers, e.g. train.loggers=[jsonl,tensorboard]"
+}
+
+
 def _merge(base: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
     """Return a copy of dataclass `base` with `updates` applied; unknown keys are errors."""
     types_ = _field_types(type(base))
@@ -345,6 +356,8 @@ def _merge(base: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
     for name, value in updates.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in types_:
+            if key in REMOVED_KEYS:
+                raise ConfigError(f"{key} was removed: {REMOVED_KEYS[key]}")
             raise ConfigError(f"unknown key {key!r}; valid keys here: {sorted(types_)}")
         current = getattr(base, name)
         if dataclasses.is_dataclass(current) and isinstance(value, Mapping):

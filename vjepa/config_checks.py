@@ -167,10 +167,22 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.batch_size must be positive")
     _check_target(cfg)
     _check_objectives(cfg)
+    _check_loggers(t.loggers)
     if not o.cooldown_horizon_scale >= 1.0:
         raise ConfigError(
             f"optim.cooldown_horizon_scale must be >= 1 (1: end at final_lr), got {o.cooldown_horizon_scale}"
         )
+
+
+def _check_loggers(loggers: tuple[str, ...]) -> None:
+    """jsonl is required rather than silently always on, so the list reads as exactly what a run writes."""
+    if "jsonl" not in loggers:
+        raise ConfigError(
+            f"train.loggers={list(loggers)} must include jsonl: log.jsonl is the run's record that resume, reports "
+            "and sweeps read (list the other backends next to it, e.g. train.loggers=[jsonl,wandb])"
+        )
+    if len(set(loggers)) < len(loggers):
+        raise ConfigError(f"train.loggers={list(loggers)} names a backend twice")
 
 
 def _check_placement(key: str, spec: MaskSpec) -> None:

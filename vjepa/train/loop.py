@@ -22,6 +22,7 @@ over ranks as running totals into every log.jsonl record and each checkpoint; th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -52,7 +53,7 @@ from vjepa.train.checkpoint import (
 from vjepa.train.counters import DataCounts, summary_line
 from vjepa.train.ema import ema_pairs, local_shard
 from vjepa.train.loss_guard import GuardOptions, LossGuard, LossSpikeError
-from vjepa.train.metrics import RunLogger, format_duration, gpu_text, kept_tokens, throughput
+from vjepa.train.metrics import LoggerError, RunLogger, format_duration, gpu_text, kept_tokens, throughput
 from vjepa.train.optim import build_optimizer
 from vjepa.train.preempt import PREEMPTED_EXIT_CODE, CheckpointClock, StopSignals, agree
 from vjepa.train.rundir import RunFolderError, RunLock, check_existing_run, git_revision, record_start
@@ -168,7 +169,7 @@ def compute_dtype(cfg: Config, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.train.dtype]
 
 
-_RUN_ERRORS = {cls.__name__: cls for cls in (RunFolderError, CheckpointStateError)}
+_RUN_ERRORS = {cls.__name__: cls for cls in (RunFolderError, CheckpointStateError, LoggerError)}
 
 
 def _broadcast(info: DistInfo, value: dict) -> dict:
@@ -188,14 +189,16 @@ def _raise_agreed(info: DistInfo, error: tuple[str, str] | None) -> None:
 
 
 def _open_run_folder(cfg: Config, info: DistInfo, lock: RunLock) -> tuple[Path | None, list[str]]:
-    """Collective. Rank 0 locks the run folder (before writing anything there), applies train.existing_run and
-    finds the checkpoint to start from; every rank gets that checkpoint and the notes, or the same error."""
+    """Collective. Rank 0 checks that the train.loggers backends are installed, locks the run folder (before writing
+    anything there), applies train.existing_run and finds the checkpoint to start from; every rank gets that
+    checkpoint and the notes, or the same error."""
     t = cfg.train
     run_dir = Path(t.run_dir)
     plan: dict = {"ckpt": None, "notes": []}
     error = None
     if info.is_main:
         try:
+            RunLogger.check_installed(t.loggers)
             lock.acquire()
             note = check_existing_run(run_dir, t.resume, t.existing_run)
             point = find_resume_point(run_dir) if t.resume else ResumePoint(None)
@@ -209,7 +212,7 @@ def _open_run_folder(cfg: Config, info: DistInfo, lock: RunLock) -> tuple[Path |
             elif ckpt is None and t.init_from:
                 ckpt = Path(t.init_from)
             plan["ckpt"] = None if ckpt is None else str(ckpt)
-        except (RunFolderError, CheckpointStateError) as err:
+        except (RunFolderError, CheckpointStateError, LoggerError) as err:
             error = (type(err).__name__, str(err))
     _raise_agreed(info, error)
     plan = _broadcast(info, plan)
@@ -229,15 +232,15 @@ def train(cfg: Config, stop: StopSignals | None = None) -> dict:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     lock = RunLock(Path(cfg.train.run_dir))
-    try:
+    with contextlib.ExitStack() as closing:  # on the way out: the logger (W&B's finish), then the lock
+        closing.callback(lock.release)
         ckpt, notes = _open_run_folder(cfg, info, lock)
-        return _train(cfg, info, ckpt, notes, stop)
-    finally:
-        lock.release()
+        return _train(cfg, info, ckpt, notes, stop, closing)
 
 
-def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], stop: StopSignals | None) -> dict:
-    """Build, resume from `ckpt`, write the run's start records (only once the checkpoint loaded), loop."""
+def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], stop: StopSignals | None, closing) -> dict:
+    """Build, resume from `ckpt`, write the run's start records (only once the checkpoint loaded), loop. The logger
+    is closed by `closing` (also on an error: a W&B run then ends as failed)."""
     run_dir = Path(cfg.train.run_dir)
     device, dtype = info.device, compute_dtype(cfg, info.device)
     for note in notes if info.is_main else ():
@@ -259,12 +262,12 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
         if guard is not None:
             guard.load_state_dict(meta.get("loss_guard"))
     # only now is the run known to be compatible: record this start, open the log (cut back to start_step)
-    logger, error = RunLogger(run_dir, False, False), None
+    logger, error = RunLogger(run_dir, False), None
     if info.is_main:
         try:
             record = record_start(run_dir, dump_config(cfg), git_revision())
-            logger = RunLogger(run_dir, True, cfg.train.tensorboard, start_step)
-        except RunFolderError as err:
+            logger = closing.enter_context(RunLogger(run_dir, True, cfg, start_step))
+        except (RunFolderError, LoggerError) as err:
             error = (type(err).__name__, str(err))
     _raise_agreed(info, error)
     if ckpt is not None:
@@ -447,7 +450,6 @@ def _train(cfg: Config, info: DistInfo, ckpt: Path | None, notes: list[str], sto
             break
     totals = data_counts.totals(device)
     logger.print(summary_line(totals))
-    logger.close()
     return {
         "step": step + 1 if end_step > start_step else start_step,
         "history": history,
@@ -490,6 +492,7 @@ def main(cfg: Config) -> int:
             CheckpointWriteError,
             RunFolderError,
             CheckpointStateError,
+            LoggerError,
         ) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -37,7 +37,16 @@ from pathlib import Path
 from vjepa.fileio import atomic_write
 
 # Files and folders that make up a run (what `existing_run=archive` moves); anything else a user put there stays.
-RUN_FILES = ("checkpoints", "log.jsonl", "log_dropped.jsonl", "tb", "config.yaml", "git_revision.txt", "configs")
+RUN_FILES = (
+    "checkpoints",
+    "log.jsonl",
+    "log_dropped.jsonl",
+    "tb",
+    "wandb",
+    "config.yaml",
+    "git_revision.txt",
+    "configs",
+)
 LOCK_NAME = ".lock"
 
 
