@@ -190,8 +190,15 @@ def test_loggers_from_yaml_and_the_command_line(tmp_path):
         load_config(None, ["data.source=synthetic", "train.loggers=[wandb]"])
     with pytest.raises(ConfigError, match=r"names a backend twice"):
         load_config(None, ["data.source=synthetic", "train.loggers=[jsonl,wandb,wandb]"])
-    with pytest.raises(ConfigError, match=r"^train\.tensorboard was removed: .*train\.loggers=\[jsonl,tensorboard\]"):
-        load_config(None, ["data.source=synthetic", "train.tensorboard=false"])
+    # train.tensorboard (before train.loggers; in every older run folder's config.yaml) still reads, with a warning
+    for value, loggers in (("true", ("jsonl", "tensorboard")), ("false", ("jsonl",))):
+        with pytest.warns(FutureWarning, match=r"train\.tensorboard is replaced by train\.loggers"):
+            cfg = load_config(None, ["data.source=synthetic", f"train.tensorboard={value}"])
+        assert cfg.train.loggers == loggers
+    old = tmp_path / "old_run_config.yaml"
+    old.write_text("data:\n  source: synthetic\ntrain:\n  tensorboard: true\n  loggers: [jsonl, wandb]\n")
+    with pytest.warns(FutureWarning):
+        assert load_config(old).train.loggers == ("jsonl", "wandb", "tensorboard")
 
 
 def test_pred_mlp_ratio_is_a_field():

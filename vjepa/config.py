@@ -343,21 +343,34 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
-# Keys of earlier versions and what replaced them, so an old config or command line gets a pointer, not just a list.
-REMOVED_KEYS = {
-    "train.tensorboard": "list the logging backends in train.loggers, e.g. train.loggers=[jsonl,tensorboard]"
-}
+def _legacy_tensorboard(updates: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """train.tensorboard (a bool, before train.loggers; every run folder of those versions has it in its
+    config.yaml, so they stay readable): true adds tensorboard to the loggers, false nothing; a FutureWarning."""
+    import warnings
+
+    updates = dict(updates)
+    on = _coerce(updates.pop("tensorboard"), bool, key)
+    warnings.warn(
+        f"{key} is replaced by train.loggers (e.g. train.loggers=[jsonl,tensorboard]); read as "
+        + ("tensorboard added to train.loggers" if on else "no tensorboard"),
+        FutureWarning,
+        stacklevel=4,
+    )
+    if on:
+        loggers = list(updates.get("loggers", ["jsonl"]))
+        updates["loggers"] = loggers + ([] if "tensorboard" in loggers else ["tensorboard"])
+    return updates
 
 
 def _merge(base: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
     """Return a copy of dataclass `base` with `updates` applied; unknown keys are errors."""
     types_ = _field_types(type(base))
     changes = {}
+    if prefix == "train" and "tensorboard" in updates:
+        updates = _legacy_tensorboard(updates, "train.tensorboard")
     for name, value in updates.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in types_:
-            if key in REMOVED_KEYS:
-                raise ConfigError(f"{key} was removed: {REMOVED_KEYS[key]}")
             raise ConfigError(f"unknown key {key!r}; valid keys here: {sorted(types_)}")
         current = getattr(base, name)
         if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
