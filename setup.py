@@ -4,14 +4,23 @@ from setuptools import find_packages, setup
 
 VERSION = re.search(r'^__version__ = "([^"]+)"', open("vjepa/__init__.py").read(), re.M).group(1)
 
+# The distribution is `vjepa-lab` (the name `vjepa` on the package index belongs to another project). It installs
+# one top-level package, `vjepa`: the evals/ and launch/ folders of the repository become vjepa.evals and
+# vjepa.launch (top-level `evals` and `launch` packages would collide with the distributions of those names).
+FOLDERS = {"vjepa.evals": "evals", "vjepa.launch": "launch"}
+PACKAGES = find_packages(include=["vjepa", "vjepa.*"])
+for package, folder in FOLDERS.items():
+    PACKAGES += [package] + [f"{package}.{sub}" for sub in find_packages(where=folder)]
+
 setup(
-    name="vjepa",
+    name="vjepa-lab",
     version=VERSION,  # one source: vjepa/__init__.py
     description="V-JEPA self-supervised video pretraining: models, masks, FSDP2 training, evaluation",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["vjepa", "vjepa.*", "evals", "evals.*", "launch", "launch.*"]),
+    packages=PACKAGES,
+    package_dir=FOLDERS,
     install_requires=[
         "torch>=2.6,<2.15",
         "torchvision>=0.21",

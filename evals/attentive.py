@@ -39,10 +39,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from evals.attentive_probe import VARIANTS, AttentiveProbe, GridAdamW, ProbeGrid, default_num_heads, linear_weight_names
-from evals.metrics import classification_summary
-from evals.probe_io import (
+from vjepa.evals.attentive_probe import (
+    VARIANTS,
+    AttentiveProbe,
+    GridAdamW,
+    ProbeGrid,
+    default_num_heads,
+    linear_weight_names,
+)
+from vjepa.evals.metrics import classification_summary
+from vjepa.evals.probe_io import (
     PROBE_FORMAT,
     FeatureFormatError,
     FeatureSource,
@@ -53,6 +59,7 @@ from evals.probe_io import (
     num_classes,
     write_result,
 )
+
 from vjepa.seeding import make_generator
 
 DEFAULT_LRS = (1e-3, 3e-4, 1e-4)

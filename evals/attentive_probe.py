@@ -18,7 +18,7 @@ O(K D^2) to O(K D H) per sample and head. The heads share no parameters, so per-
 backward give each head exactly its own gradient. The grid keeps its parameters in two flat [G, P] tensors (with
 and without weight decay) and `GridAdamW` runs torch's fused AdamW on their rows, head i with lr_i and wd_i
 (2 G tensors per step instead of G x 40). `AttentiveProbe` is the readable one-head module (direct key and
-value projections, explicit softmax attention): the oracle in tests and what `evals.attentive.load_probe`
+value projections, explicit softmax attention): the oracle in tests and what `vjepa.evals.attentive.load_probe`
 returns. Measured on CPU (1 thread; N=96 x V=3 x K=64 x D=192, batch 64, 6 heads): v1 grid 0.29 s/epoch,
 6 single heads one after another 0.57 s, the grid with direct key/value projections 2.0 s; v2 is compute-bound
 (the self-attention blocks) and the grid is no faster than sequential heads on CPU (26 s/epoch either way).

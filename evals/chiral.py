@@ -36,11 +36,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from vjepa.evals.lift import LiFT, LiftSettings, frame_features, train_lift, video_lift_descriptors
+from vjepa.evals.probe_io import as_features, check_pair
+from vjepa.evals.report import plot_per_class_bars, write_report
+from vjepa.evals.ridge import ALPHAS, fit_ridge_cv
 
-from evals.lift import LiFT, LiftSettings, frame_features, train_lift, video_lift_descriptors
-from evals.probe_io import as_features, check_pair
-from evals.report import plot_per_class_bars, write_report
-from evals.ridge import ALPHAS, fit_ridge_cv
 from vjepa.data.synthetic import MOTION_CLASSES, OPPOSITE_PAIRS
 
 BASE_EMBEDDINGS = ("avg", "time_concat", "lift")

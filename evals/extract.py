@@ -39,8 +39,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from vjepa.evals.probe_io import FEATURE_FORMAT, check_features
 
-from evals.probe_io import FEATURE_FORMAT, check_features
 from vjepa.data.media import is_image
 from vjepa.data.transforms import normalize_frames, resize_frames, short_side_size
 from vjepa.data.video import ClipSampling, clip_starts, load_clips, read_csv_list
@@ -308,7 +308,7 @@ def extract_features(
 def load_features(path: str | os.PathLike) -> dict:
     """Load a features file written by extract_features and check its format and shapes (ValueError if not).
 
-    The shape, dtype and finiteness checks are the probes' (evals.probe_io.check_features); this adds the entries
+    The shape, dtype and finiteness checks are the probes' (vjepa.evals.probe_io.check_features); this adds the entries
     only extract_features writes (paths, grid, encoder, config)."""
     d = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(d, dict) or d.get("format") != FORMAT:

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from evals.metrics import classification_summary
-from evals.probe_io import (
+from vjepa.evals.metrics import classification_summary
+from vjepa.evals.probe_io import (
     FeatureFormatError,
     FeatureSource,
     as_features,

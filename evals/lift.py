@@ -41,10 +41,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from vjepa.evals.probe_io import as_features, check_pair
+from vjepa.evals.report import write_report
+from vjepa.evals.ridge import ALPHAS, fit_ridge_cv
 
-from evals.probe_io import as_features, check_pair
-from evals.report import write_report
-from evals.ridge import ALPHAS, fit_ridge_cv
 from vjepa.models.layers import Block
 from vjepa.models.pos_embed import sincos_1d
 from vjepa.seeding import derive_seed, make_generator

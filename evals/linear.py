@@ -29,9 +29,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from evals.metrics import classification_summary, geometry_metrics, pair_similarities
-from evals.probe_io import (
+from vjepa.evals.metrics import classification_summary, geometry_metrics, pair_similarities
+from vjepa.evals.probe_io import (
     FeatureFormatError,
     FeatureSource,
     as_features,
@@ -41,7 +40,8 @@ from evals.probe_io import (
     pooled_features,
     write_result,
 )
-from evals.report import plot_similarity_histograms
+from vjepa.evals.report import plot_similarity_histograms
+
 from vjepa.seeding import make_generator
 
 DEFAULT_WDS = (1e-4, 1e-3, 1e-2, 1e-1)

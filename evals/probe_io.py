@@ -138,7 +138,7 @@ def classification_figures(
     confusion: Sequence[Sequence[int]], per_class: Sequence[float], max_classes: int = 50
 ) -> dict[str, Callable[[Path], None]]:
     """Report figures (confusion matrix, per-class accuracy bars) when there are at most `max_classes` classes."""
-    from evals.report import plot_confusion, plot_per_class_bars
+    from vjepa.evals.report import plot_confusion, plot_per_class_bars
 
     names = [str(i) for i in range(len(per_class))]
     if len(names) > max_classes:
@@ -157,6 +157,6 @@ def write_result(
     figures: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write `result.json` and `report.md` (+ figures) into out_dir with evals/report.py; return the report path."""
-    from evals.report import write_report
+    from vjepa.evals.report import write_report
 
     return write_report(out_dir, title, result, tables=tables, figures=figures)

@@ -6,7 +6,7 @@ An eval config (YAML, strict like the pretraining config: unknown keys are error
 backbones (a run folder, checkpoint or export file; `random:<path>` is the same architecture at random
 initialisation, drawn from each seed), seeds, the data (two CSV lists, or built-in synthetic videos written into
 `<out>/data` with a seed disjoint from pretraining's) and evaluations (attentive, linear, knn, chiral, lift).
-Token features are extracted once per backbone (per seed for random backbones) with `evals.extract` and reused:
+Token features are extracted once per backbone (per seed for random backbones) with `vjepa.evals.extract` and reused:
 frame features (mean over space per time step) and pooled features (mean over all tokens) are derived from them.
 Each evaluation of each backbone and seed writes its own folder `<out>/<backbone>/seed<s>/<eval>/` (result.json,
 report.md); the job ends with `<out>/results.md` and `results.json`: one row per headline metric, one column per
@@ -125,8 +125,8 @@ def synthetic_lists(cfg: EvalRunConfig) -> tuple[str, str]:
 
 def derived(feats: dict, output: str) -> dict:
     """Token features [N, V, K, D] -> frame features [N, V, T', D] or pooled [N, V, D] (a new dict)."""
-    from evals.lift import frame_features
-    from evals.probe_io import pooled_features
+    from vjepa.evals.lift import frame_features
+    from vjepa.evals.probe_io import pooled_features
 
     if output == "tokens":
         return feats
@@ -147,30 +147,30 @@ def headline(spec: EvalSpec, result: dict) -> dict[str, float]:
 
 
 def run_one(spec: EvalSpec, train: dict, val: dict, out_dir: Path, seed: int) -> dict:
-    from evals.lift import LiftSettings
+    from vjepa.evals.lift import LiftSettings
 
     lift = LiftSettings(epochs=spec.lift_epochs, width=spec.lift_width, depth=spec.lift_depth)
     if spec.kind == "attentive":
-        from evals.attentive import run_attentive
+        from vjepa.evals.attentive import run_attentive
 
         return run_attentive(
             train, val, out_dir, variant=spec.variant, lrs=spec.lrs, wds=spec.wds, epochs=spec.epochs,
             batch_size=spec.batch_size, seed=seed,
         )  # fmt: skip
     if spec.kind == "linear":
-        from evals.linear import run_linear
+        from vjepa.evals.linear import run_linear
 
         return run_linear(derived(train, "pooled"), derived(val, "pooled"), out_dir, seed=seed)
     if spec.kind == "knn":
-        from evals.knn import run_knn
+        from vjepa.evals.knn import run_knn
 
         return run_knn(derived(train, "pooled"), derived(val, "pooled"), out_dir)
     if spec.kind == "chiral":
-        from evals.chiral import run_chiral
+        from vjepa.evals.chiral import run_chiral
 
         frames_train, frames_val = derived(train, "frames"), derived(val, "frames")
         return run_chiral(frames_train, frames_val, out_dir, embeddings=spec.embeddings, seed=seed, lift=lift)
-    from evals.lift import run_lift
+    from vjepa.evals.lift import run_lift
 
     return run_lift(derived(train, "frames"), derived(val, "frames"), out_dir, seed=seed, settings=lift)
 
@@ -200,8 +200,9 @@ def summarise(
 
 def run_eval_config(cfg: EvalRunConfig) -> dict:
     """Extract, evaluate every backbone x seed x evaluation, write results.md / results.json under cfg.out."""
-    from evals.extract import extract_features
-    from evals.metrics import token_statistics
+    from vjepa.evals.extract import extract_features
+    from vjepa.evals.metrics import token_statistics
+
     from vjepa.pretrained import load_pretrained, random_like
 
     out = Path(cfg.out)
@@ -250,8 +251,9 @@ def run_eval_config(cfg: EvalRunConfig) -> dict:
     text = (
         f"# Evaluation results\n\nBackbones: {', '.join(f'{n} = `{b}`' for n, b in zip(names, cfg.backbones))}; "
         f"seeds {list(cfg.seeds)}; train `{train_csv}`, val `{val_csv}`. Accuracy in %, mean ± std over seeds "
-        f"(per-seed values).\n\n{table}\nToken features of the train split (`evals.metrics.token_statistics`; one "
-        f"extraction per pretrained backbone, one per seed at random init):\n\n{stats_table}\n"
+        f"(per-seed values).\n\n{table}\nToken features of the train split "
+        f"(`vjepa.evals.metrics.token_statistics`; one extraction per pretrained backbone, one per seed at random "
+        f"init):\n\n{stats_table}\n"
         "Time per evaluation kind (s, all backbones and seeds): "
         + ", ".join(f"{k} {v:.1f}" for k, v in per_kind.items())
         + "\n"

@@ -16,7 +16,7 @@ and `sweep_status.json`). A rerun of the sweep skips the runs whose status is `d
 pretraining resumes from its newest checkpoint, a failed one starts again in the same folder (which resumes).
 A failed run is reported with its log path and never stops the others. The sweep's own folder is locked while
 it runs (`<out>/.lock`), so two sweeps never write the same runs. At the end (and by `vjepa sweep report`) the
-results are aggregated by `evals.sweep_stats`. With `prune: true` a run that is done loses its checkpoints and
+results are aggregated by `vjepa.evals.sweep_stats`. With `prune: true` a run that is done loses its checkpoints and
 extracted features (its logs and results stay, and are all the report reads), so a sweep folder stays small
 enough to keep, or to commit.
 """
@@ -39,9 +39,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from evals.run import EVAL_KINDS, EvalRunConfig
-from launch.local import pretrain_command
-from launch.slurm import failure_reason
+from vjepa.evals.run import EVAL_KINDS, EvalRunConfig
+from vjepa.launch.local import pretrain_command
+from vjepa.launch.slurm import failure_reason
+
 from vjepa.config import ConfigError, dump_config, load_config, load_typed
 from vjepa.fileio import atomic_write
 
@@ -194,7 +195,7 @@ def write_status(folder: Path, status: dict) -> None:
 
 def eval_data(cfg: SweepConfig) -> tuple[str, str]:
     """The train/val lists every run is probed on: the eval section's own, or synthetic videos written once."""
-    from evals.run import synthetic_lists
+    from vjepa.evals.run import synthetic_lists
 
     e = cfg.eval
     if e.data.train_csv:
@@ -460,11 +461,12 @@ def _forward_stop(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evals.sweep_stats import write_report
+    from vjepa.evals.sweep_stats import write_report
+
     from vjepa.train.rundir import RunFolderError, RunLock
 
     if args.sweep == "table":
-        from evals.sweep_stats import compact_table
+        from vjepa.evals.sweep_stats import compact_table
 
         try:
             if len(args.overrides) != 1 or not args.metric:

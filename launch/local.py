@@ -1,7 +1,7 @@
 """Start `vjepa pretrain` on this machine with N processes through torchrun (CPU gloo or GPU NCCL).
 
     vjepa launch local --nproc 2 -- --config configs/debug/tiny_cpu.yaml train.run_dir=runs/ddp
-    python -m launch.local --nproc 2 -- ...        # the same
+    python -m vjepa.launch.local --nproc 2 -- ...        # the same
 
 Everything after `--` goes to `vjepa pretrain`. Equivalent to
 `torchrun --standalone --nproc_per_node N -m vjepa.cli pretrain ...`; the exit status is torchrun's (a worker's
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.local")
+    parser = argparse.ArgumentParser(prog="python -m vjepa.launch.local")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -6,7 +6,7 @@
     vjepa launch slurm --sweep sweep.txt -- --config configs/pretrain/vitl16.yaml        # one line per task
     vjepa launch slurm --executor local --gpus-per-node 0 --tasks-per-node 1 --wait -- ...  # debug, no cluster
 
-Everything after `--` goes to `vjepa pretrain` (`python -m launch.slurm` is the same command). The config of
+Everything after `--` goes to `vjepa pretrain` (`python -m vjepa.launch.slurm` is the same command). The config of
 every task is loaded and validated before anything is submitted or created: a bad config gives the one-line
 error of `vjepa pretrain` and exit status 2. Each submission gets a folder `<log-dir>/<YYYYmmdd-HHMMSS>/` with
 `code/` (a snapshot of the vjepa, evals and launch sources the jobs import from, so a requeued job runs the code
@@ -180,8 +180,7 @@ def executor_parameters(args: argparse.Namespace, setup: list[str]) -> dict[str,
 def make_executor(args: argparse.Namespace, folder: Path, code_dir: Path | None) -> object:
     """The submitit executor of a submission (on SLURM, submitit's files go to one folder per job id)."""
     import submitit
-
-    from launch.job import setup_lines
+    from vjepa.launch.job import setup_lines
 
     executor = submitit.AutoExecutor(
         folder=folder / "%j" if args.executor == "slurm" else folder,
@@ -213,8 +212,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     import submitit
-
-    from launch.job import Task, snapshot
+    from vjepa.launch.job import Task, snapshot
 
     folder = submission_folder(Path(args.log_dir))
     code_dir = None if args.no_snapshot else folder / "code"
@@ -243,12 +241,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.slurm")
+    parser = argparse.ArgumentParser(prog="python -m vjepa.launch.slurm")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    from launch.slurm import main as _main  # the importable module, not __main__, so the pickled task is found
+    from vjepa.launch.slurm import main as _main  # the importable module, not __main__, so the pickled task is found
 
     sys.exit(_main())

@@ -32,7 +32,7 @@ def test_there_is_an_ablation_per_catalogue_objective():
     named = set()
     for path in ABLATIONS:
         named |= {spec.name for spec in load_config([ROOT / "debug" / "tiny_cpu.yaml", path]).objectives}
-    assert set(catalogue(("evals.objectives",))) - {"vicreg"} <= named  # vicreg: the demo's own regulariser
+    assert set(catalogue(("vjepa.evals.objectives",))) - {"vicreg"} <= named  # vicreg: the demo's own regulariser
 
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=[p.stem for p in ABLATIONS])

@@ -10,8 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from evals.chiral import (
+from vjepa.evals.chiral import (
     PairFileError,
     add_arguments,
     parse_pairs,
@@ -20,8 +19,9 @@ from evals.chiral import (
     run,
     run_chiral,
 )
-from evals.lift import LiftSettings
-from evals.ridge import fit_ridge, fit_ridge_cv
+from vjepa.evals.lift import LiftSettings
+from vjepa.evals.ridge import fit_ridge, fit_ridge_cv
+
 from vjepa.data.synthetic import MOTION_CLASSES, OPPOSITE_PAIRS
 
 sklearn_linear = pytest.importorskip("sklearn.linear_model")

@@ -11,8 +11,8 @@ import statistics
 
 import pytest
 from conftest import tiny_cfg
+from vjepa.evals.run import load_eval_config, run_eval_config
 
-from evals.run import load_eval_config, run_eval_config
 from vjepa.cli import main
 from vjepa.config import ConfigError
 from vjepa.exports import export

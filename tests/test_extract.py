@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import free_port
+from vjepa.evals.extract import add_arguments, extract_features, load_features, run, view_offsets
 
-from evals.extract import add_arguments, extract_features, load_features, run, view_offsets
 from vjepa.config import ModelConfig
 from vjepa.data.synthetic import write_synthetic
 from vjepa.embed import Embedder

@@ -25,9 +25,9 @@ import pytest
 import submitit
 import torch
 from conftest import DIST_VARS, final_weights, log_records, tiny_args
+from vjepa.launch import slurm
+from vjepa.launch.job import snapshot, source_revision
 
-from launch import slurm
-from launch.job import snapshot, source_revision
 from vjepa.config import load_config
 from vjepa.train.loop import train
 

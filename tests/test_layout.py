@@ -147,3 +147,19 @@ def test_models_are_constructed_only_in_build():
                 if rel not in allowed:
                     offenders.append(f"{rel}:{node.lineno}")
     assert not offenders, offenders
+
+
+def test_one_top_level_package():
+    """evals/ and launch/ are installed as vjepa.evals and vjepa.launch (setup.py; top-level `evals` and `launch`
+    distributions exist on the package index): no file of the repository imports them under the bare names,
+    which from a checkout would load a second copy of every module."""
+    offenders = []
+    files = [
+        ROOT / "hubconf.py",
+        *[p for d in ("vjepa", "evals", "launch", "tests", "bench") for p in (ROOT / d).rglob("*.py")],
+    ]
+    for path in files:
+        for line, name in imported_modules(path.read_text(), "x"):
+            if name.split(".")[0] in ("evals", "launch"):
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {name}")
+    assert not offenders, offenders

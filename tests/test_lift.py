@@ -10,8 +10,7 @@ import math
 import pytest
 import torch
 from torch import nn
-
-from evals.lift import (
+from vjepa.evals.lift import (
     LiFT,
     LiftSettings,
     add_arguments,
@@ -177,7 +176,7 @@ def test_command(tmp_path, capsys):
 
 def test_frame_features_from_token_features():
     """Token files ([N, V, K, D], time-major) give the mean over space per time step; pooled files are refused."""
-    from evals.lift import frame_features
+    from vjepa.evals.lift import frame_features
 
     tokens = torch.arange(2 * 1 * 12 * 3, dtype=torch.float32).view(2, 1, 12, 3)  # grid (3, 2, 2)
     got = frame_features({"output": "tokens", "grid": (3, 2, 2), "features": tokens}, "x")

@@ -12,8 +12,8 @@ import copy
 import pytest
 import torch
 from conftest import tiny_cfg
+from vjepa.evals.objectives.lift_aux import LiftObjective, LiftOptions, visible_frame_means
 
-from evals.objectives.lift_aux import LiftObjective, LiftOptions, visible_frame_means
 from vjepa.data.loader import build_mask_generator
 from vjepa.models.build import build_models
 from vjepa.objectives.base import Dims, FamilyState, StepState

@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from evals.metrics import (
+from vjepa.evals.metrics import (
     calinski_harabasz_score,
     class_cosine_similarity,
     classification_summary,

@@ -135,7 +135,7 @@ def test_config_files_layer_in_order(tmp_path):
 
 
 def test_catalogue_lists_builtin_and_shipped_objectives():
-    names = catalogue(("evals.objectives",))
+    names = catalogue(("vjepa.evals.objectives",))
     assert "vicreg" in names
     for cls in names.values():
         assert cls.source and cls.summary and cls.default_weight >= 0, cls

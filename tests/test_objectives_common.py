@@ -1,4 +1,4 @@
-"""What every objective of the catalogue must do, checked on each one registered (evals.objectives + built-ins).
+"""What every objective of the catalogue must do, checked on each one registered (vjepa.evals.objectives + built-ins).
 
 Each objective is built with its default options and tiny Dims and run on one hand-built random step state
 (grid (4, 2, 2), D 16, B 4, two mask families with padded context and target slots, a fixed online full-clip
@@ -27,7 +27,7 @@ from objective_inputs import DIMS, KC, KT, B, D, build_state, make_inputs
 
 from vjepa.objectives.registry import catalogue
 
-MODULES = ("evals.objectives",)
+MODULES = ("vjepa.evals.objectives",)
 NAMES = sorted(catalogue(MODULES))
 pytestmark = pytest.mark.usefixtures("single_thread")
 

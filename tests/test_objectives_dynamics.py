@@ -22,9 +22,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import dist_env, free_port, tiny_cfg
+from vjepa.evals.objectives.dynamics import action_target, cross_covariance, tubelet_means
+from vjepa.evals.objectives.hard_regions import hard_region_weights
 
-from evals.objectives.dynamics import action_target, cross_covariance, tubelet_means
-from evals.objectives.hard_regions import hard_region_weights
 from vjepa.data.loader import build_mask_generator
 from vjepa.losses import jepa_loss
 from vjepa.masks.ops import gather_tokens
@@ -91,7 +91,7 @@ def _state(t: dict, lo: int = 0, hi: int | None = None, dtype=torch.float32, h_g
 
 def _build(name: str, seed: int = 0, d: int = D):
     torch.manual_seed(seed)
-    cls = resolve(name, ["evals.objectives"])
+    cls = resolve(name, ["vjepa.evals.objectives"])
     return cls(None, Dims(dim=d, grid=GRID, tubelet=TUB, patch=PATCH))
 
 

@@ -20,9 +20,8 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from conftest import dist_env, free_port, tiny_cfg
-
-from evals.objectives.straighten import Straighten, StraightenOptions
-from evals.objectives.temporal import (
+from vjepa.evals.objectives.straighten import Straighten, StraightenOptions
+from vjepa.evals.objectives.temporal import (
     LTC,
     Kinematic,
     KinematicOptions,
@@ -32,6 +31,7 @@ from evals.objectives.temporal import (
     anneal_factor,
     velocity_gate,
 )
+
 from vjepa.objectives.base import FamilyState, StepState
 from vjepa.objectives.registry import ObjectiveLookupError, Planned, catalogue, parse_options
 
@@ -133,7 +133,7 @@ def loss_of(obj, state) -> torch.Tensor:
 
 
 def test_catalogue_names_and_default_weights():
-    cat = catalogue(["evals.objectives"])
+    cat = catalogue(["vjepa.evals.objectives"])
     want = {"kinematic": 0.1, "spectral": 1.0, "ltc": 0.5, "velgate": 1.0, "straighten": 0.1}
     assert {n: cat[n].default_weight for n in want} == want
     assert all(cat[n].source and cat[n].summary for n in want)

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from vjepa.evals.pca import frame_indices, pca_fit, pca_image, resize_center_crop, robust_unit, save_png, token_grid
+from vjepa.evals.report import combine_results, flatten_numbers, markdown_table, write_report
 
-from evals.pca import frame_indices, pca_fit, pca_image, resize_center_crop, robust_unit, save_png, token_grid
-from evals.report import combine_results, flatten_numbers, markdown_table, write_report
 from vjepa.data.synthetic import render_clip
 from vjepa.data.transforms import normalize_clip
 from vjepa.models.encoder import VisionTransformer
@@ -104,7 +104,8 @@ def test_resize_crop_and_indices():
 def test_run_pca_end_to_end(tmp_path, monkeypatch):
     pretrained = pytest.importorskip("vjepa.pretrained")
     pytest.importorskip("vjepa.embed")
-    from evals.pca import run_pca
+    from vjepa.evals.pca import run_pca
+
     from vjepa.data.synthetic import write_mp4
 
     enc = tiny_encoder()
@@ -145,7 +146,7 @@ def test_write_report_files(tmp_path):
 
 
 def test_figures_written_or_skipped(tmp_path, monkeypatch):
-    from evals.report import plot_confusion, plot_per_class_bars, plot_similarity_histograms
+    from vjepa.evals.report import plot_confusion, plot_per_class_bars, plot_similarity_histograms
 
     figs = {
         "confusion": lambda p: plot_confusion(torch.eye(3) * 4, ["x", "y", "z"], p),

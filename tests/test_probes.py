@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from vjepa.evals import attentive, attentive_probe, knn, linear
+from vjepa.evals.attentive import epoch_order, load_probe, lr_factor, predict_proba, run_attentive
+from vjepa.evals.attentive_probe import AttentiveProbe, ProbeGrid
+from vjepa.evals.knn import knn_predict, run_knn, video_embeddings
+from vjepa.evals.linear import run_linear
+from vjepa.evals.probe_io import FeatureFormatError
 
-from evals import attentive, attentive_probe, knn, linear
-from evals.attentive import epoch_order, load_probe, lr_factor, predict_proba, run_attentive
-from evals.attentive_probe import AttentiveProbe, ProbeGrid
-from evals.knn import knn_predict, run_knn, video_embeddings
-from evals.linear import run_linear
-from evals.probe_io import FeatureFormatError
 from vjepa.seeding import make_generator
 
 # Tiny tensors gain nothing from intra-op threads; on a loaded 2-core machine two threads run up to 10x slower.
@@ -334,5 +334,5 @@ def test_commands_write_results(tmp_path: Path) -> None:
         assert module.run(args) == 0
         assert json.loads((out / "result.json").read_text())["eval"] == module.__name__.split(".")[-1]
         assert module.__doc__.split("\n\n")[0]  # the command's description
-    assert (tmp_path / "evals.attentive" / "probe.pt").exists()
-    assert torch.load(tmp_path / "evals.attentive" / "probe.pt", weights_only=True)["format"] == "vjepa.probe"
+    assert (tmp_path / "vjepa.evals.attentive" / "probe.pt").exists()
+    assert torch.load(tmp_path / "vjepa.evals.attentive" / "probe.pt", weights_only=True)["format"] == "vjepa.probe"

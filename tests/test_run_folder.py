@@ -344,7 +344,7 @@ def test_a_missing_logging_backend_is_one_line_before_the_run_folder_is_touched(
         assert main(tiny_cfg(run, "optim.total_steps=6", f"train.loggers=[jsonl,{backend}]")) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"error: train.loggers names {backend}, which is not installed")
-        assert "pip install 'vjepa[logging]'" in err
+        assert "pip install 'vjepa-lab[logging]'" in err
     assert not (tmp_path / "fresh").exists() and snapshot(held) == before
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from objective_inputs import build_state, make_inputs
+from vjepa.evals.objectives.sigreg import SIGReg, SIGRegOptions, epps_pulley_knots, slice_directions, sliced_epps_pulley
 
-from evals.objectives.sigreg import SIGReg, SIGRegOptions, epps_pulley_knots, slice_directions, sliced_epps_pulley
 from vjepa.objectives.registry import ObjectiveLookupError, Planned, parse_options
 from vjepa.train.step import add_objectives
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from vjepa.evals.sweep import load_sweep, plan
+from vjepa.evals.sweep_stats import mean_interval, paired, t975
 
-from evals.sweep import load_sweep, plan
-from evals.sweep_stats import mean_interval, paired, t975
 from vjepa.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -63,28 +63,31 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "launch": (
         "cluster launch: slurm (submitit; --executor local runs it on this machine), local (torchrun)",
         {
-            "slurm": ("launch.slurm", "submit pretraining to SLURM: validated first, requeued on preemption"),
-            "local": ("launch.local", "pretrain with N processes on this machine through torchrun"),
+            "slurm": ("vjepa.launch.slurm", "submit pretraining to SLURM: validated first, requeued on preemption"),
+            "local": ("vjepa.launch.local", "pretrain with N processes on this machine through torchrun"),
         },
     ),
     "eval": (
         "frozen evaluation: extract, attentive, linear, knn, chiral, lift, pca, run",
         {
-            "extract": ("evals.extract", "extract clip features of a CSV list with a frozen encoder"),
-            "attentive": ("evals.attentive", "attentive probe grid (lr x wd) on extracted token features"),
-            "linear": ("evals.linear", "linear probe and feature-geometry metrics on pooled features"),
-            "knn": ("evals.knn", "k-NN accuracy (k = 1, 3, 5, cosine) on pooled features"),
-            "chiral": ("evals.chiral", "chiral action recognition: temporally opposite class pairs"),
-            "lift": ("evals.lift", "train LiFT on per-frame features and probe encoder (+) LiFT"),
-            "pca": ("evals.pca", "picture of a video beside the top-3 PCA components of its patch tokens"),
-            "run": ("evals.run", "run the evaluations of an eval config for several backbones and seeds"),
+            "extract": ("vjepa.evals.extract", "extract clip features of a CSV list with a frozen encoder"),
+            "attentive": ("vjepa.evals.attentive", "attentive probe grid (lr x wd) on extracted token features"),
+            "linear": ("vjepa.evals.linear", "linear probe and feature-geometry metrics on pooled features"),
+            "knn": ("vjepa.evals.knn", "k-NN accuracy (k = 1, 3, 5, cosine) on pooled features"),
+            "chiral": ("vjepa.evals.chiral", "chiral action recognition: temporally opposite class pairs"),
+            "lift": ("vjepa.evals.lift", "train LiFT on per-frame features and probe encoder (+) LiFT"),
+            "pca": ("vjepa.evals.pca", "picture of a video beside the top-3 PCA components of its patch tokens"),
+            "run": ("vjepa.evals.run", "run the evaluations of an eval config for several backbones and seeds"),
         },
     ),
 }
 # Single commands implemented by a module the same way.
 MODULE_COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("vjepa.exports", "export a run's target encoder (+ predictor) as .pt/.safetensors or HF layout"),
-    "sweep": ("evals.sweep", "seeded ablation sweep: pretrain, probe and aggregate every (arm, seed); `report DIR`"),
+    "sweep": (
+        "vjepa.evals.sweep",
+        "seeded ablation sweep: pretrain, probe and aggregate every (arm, seed); `report DIR`",
+    ),
     "objectives": ("vjepa.objectives.listing", "list the auxiliary objectives: options, default weight, source"),
 }
 

@@ -233,11 +233,11 @@ class TrainConfig:
     stop_after: int = 0  # stop at this step (schedules still span optim.total_steps); 0 = total_steps
     threads: int = 0  # torch intra-op threads per process; 0 = leave as is
     # log.jsonl (required: it is the run's record that resume, reports and sweeps read) | tensorboard (run_dir/tb) |
-    # wandb (Weights & Biases, run_dir/wandb; WANDB_MODE=offline without internet); the extras: vjepa[logging]
+    # wandb (Weights & Biases, run_dir/wandb; WANDB_MODE=offline without internet); the extras: vjepa-lab[logging]
     loggers: tuple[LoggerName, ...] = ("jsonl",)
     wandb_project: str = "vjepa"  # W&B project of train.loggers=[..., wandb] (entity: WANDB_ENTITY or the default)
     collapse_threshold: float = 0.0  # warn when the target feature spread falls below this (0: off)
-    objective_modules: tuple[str, ...] = ("evals.objectives",)  # modules whose import registers objectives
+    objective_modules: tuple[str, ...] = ("vjepa.evals.objectives",)  # modules whose import registers objectives
 
 
 @dataclass(frozen=True, kw_only=True)

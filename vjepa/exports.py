@@ -62,7 +62,7 @@ OTHER_FORMATS = {
     "vjepa.probe": "a probe checkpoint (a classifier trained on frozen features), not a video encoder; pass the "
     "backbone the probe was trained on (an export file, a run folder or a Hugging Face folder)",
     "vjepa.features": "a file of extracted features (vjepa eval extract), not a video encoder; load it with "
-    "evals.extract.load_features",
+    "vjepa.evals.extract.load_features",
 }
 
 

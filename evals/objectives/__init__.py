@@ -9,12 +9,12 @@ import importlib
 # One module per group of objectives; each registers its classes with vjepa.objectives.register on import.
 MODULES = (
     "vjepa.objectives.vicreg",
-    "evals.objectives.hard_regions",
-    "evals.objectives.dynamics",
-    "evals.objectives.temporal",
-    "evals.objectives.straighten",
-    "evals.objectives.lift_aux",
-    "evals.objectives.sigreg",
+    "vjepa.evals.objectives.hard_regions",
+    "vjepa.evals.objectives.dynamics",
+    "vjepa.evals.objectives.temporal",
+    "vjepa.evals.objectives.straighten",
+    "vjepa.evals.objectives.lift_aux",
+    "vjepa.evals.objectives.sigreg",
 )
 
 for _name in MODULES:

@@ -41,8 +41,8 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from vjepa.evals.objectives.hard_regions import FLD_SOURCE
 
-from evals.objectives.hard_regions import FLD_SOURCE
 from vjepa.distributed import all_reduce_sum_with_grad
 from vjepa.objectives.base import AuxObjective, Dims, ObjectiveOutput, StepState, masked_mean
 from vjepa.objectives.registry import register

@@ -1,7 +1,7 @@
 """LiFT as an auxiliary objective: a Linearized-Feature-Trajectory head trained on the per-frame features of the step.
 
 Bagad and Zisserman, "Chirality in Action: Time-Aware Video Representation Learning by Latent Straightening"
-(LiFT), Sec. 2, Eq. 6 and Appendix B. The head is evals.lift.LiFT (a pre-LN transformer over the frame features
+(LiFT), Sec. 2, Eq. 6 and Appendix B. The head is vjepa.evals.lift.LiFT (a pre-LN transformer over the frame features
 with two learnable tokens giving z_s and z_d; decoder on z_t = z_s + (t / (T' - 1)) z_d, t = 0..T'-1); its loss is
 
     L = mean_(b, t, d) (x_hat_t - f_t)^2 + orth * mean_b |cos(z_s, z_d)|
@@ -27,7 +27,7 @@ objectives' heads on a norm of their own (vjepa/train/step.py clip_gradients).
 
 Departures: the head defaults to width 128, depth 4, 4 heads (the paper: 384, 4, 8; 8.7M parameters at D = 384)
 to keep its cost small beside the encoder; the same departures as evals/lift.py (t / (T' - 1), mean not sum, |cos|);
-no feature standardisation (evals.lift.train_lift standardises with the training set's mean and std, which a
+no feature standardisation (vjepa.evals.lift.train_lift standardises with the training set's mean and std, which a
 running objective does not have, and a running estimate would make the loss depend on the history; h is
 layer-normed per token, so the root mean square of its frame means over channels is at most 1);
 the two tokens are initialised trunc-normal(0.02) as in train_lift, everything else with PyTorch's defaults.
@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from vjepa.evals.lift import LiFT
 
-from evals.lift import LiFT
 from vjepa.objectives.base import AuxObjective, Dims, ObjectiveOutput, StepState, masked_mean
 from vjepa.objectives.registry import register
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from vjepa.evals.objectives.temporal import cosine, need_times
 
-from evals.objectives.temporal import cosine, need_times
 from vjepa.objectives.base import AuxObjective, Dims, ObjectiveOutput, StepState, masked_mean
 from vjepa.objectives.registry import register
 

@@ -177,7 +177,7 @@ def payload(encoder: nn.Module, predictor: Predictor) -> tuple[VJEPA2Config, dic
     try:
         import transformers  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"the Hugging Face layout needs transformers: pip install 'vjepa[hf]' ({err})") from None
+        raise ImportError(f"the Hugging Face layout needs transformers: pip install 'vjepa-lab[hf]' ({err})") from None
     config = config_from_models(encoder, predictor)
     config.architectures = ["VJEPA2Model"]
     return config, to_hf_state_dict(encoder, predictor)

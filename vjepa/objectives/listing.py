@@ -15,7 +15,7 @@ import json
 from vjepa.objectives.base import option_fields
 from vjepa.objectives.registry import ObjectiveLookupError, catalogue
 
-DEFAULT_MODULES = ("evals.objectives",)
+DEFAULT_MODULES = ("vjepa.evals.objectives",)
 
 
 def describe(modules: tuple[str, ...] = DEFAULT_MODULES) -> list[dict]:

@@ -2,7 +2,7 @@
 
 A config lists objectives as `objectives: [{name: ld, weight: 1.0, options: {...}, lr_scale: 1, wd_scale: 1}]`.
 `name` is a catalogue name or an import path `package.module:Class`. Catalogue names come from the modules in
-`train.objective_modules` (default `evals.objectives`, the catalogue shipped beside the trainer): importing such
+`train.objective_modules` (default `vjepa.evals.objectives`, the catalogue shipped beside the trainer): importing such
 a module registers its objectives with `@register`. The trainer itself never imports the catalogue by name; the
 config does, so a lab can point `train.objective_modules` at its own package. The built-in `vicreg` objective
 (the VICReg terms of `optim.enc_var_weight` / `optim.enc_cov_weight`) lives in `vjepa.objectives.vicreg`.
@@ -41,7 +41,13 @@ class ObjectiveLookupError(ValueError):
     """An objective name, import path or catalogue module cannot be resolved; the message names the key."""
 
 
+# Catalogue modules under their names before the evals/ and launch/ folders were installed inside the vjepa
+# package (a top-level `evals` collides with another distribution): older run configs name them so.
+RENAMED_MODULES = {"evals.objectives": "vjepa.evals.objectives"}
+
+
 def _import(module: str, key: str) -> Any:
+    module = RENAMED_MODULES.get(module, module)
     try:
         return importlib.import_module(module)
     except ImportError as err:

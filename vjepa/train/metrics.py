@@ -83,7 +83,7 @@ class RunLogger:
             except ImportError as err:
                 raise LoggerError(
                     f"train.loggers names {name}, which is not installed ({err}); install it with "
-                    f"pip install 'vjepa[logging]', or remove {name} from train.loggers"
+                    f"pip install 'vjepa-lab[logging]', or remove {name} from train.loggers"
                 ) from None
 
     def print(self, msg: str) -> None:
