@@ -2,10 +2,10 @@
 
 `Task` is the callable submitit pickles and runs in every task of the job (one per GPU). It
 
-1. checks that `vjepa` was imported from the job's code snapshot (`snapshot()` copies the installed vjepa, evals
-   and launch source trees into the submission folder at submit time, and the job's setup puts that copy first
-   on PYTHONPATH with PYTHONSAFEPATH=1, so the working directory cannot shadow it): a requeued job runs the code
-   it was submitted with, not whatever the checkout holds by then;
+1. checks that `vjepa` was imported from the job's code snapshot (`snapshot()` copies the installed vjepa source
+   trees, vjepa.evals and vjepa.launch included, into the submission folder at submit time, and the job's setup
+   puts that copy first on PYTHONPATH with PYTHONSAFEPATH=1, so the working directory cannot shadow it): a
+   requeued job runs the code it was submitted with, not whatever the checkout holds by then;
 2. exports the torch.distributed variables with submitit's own `TorchDistributedEnvironment` (MASTER_PORT is
    derived from the job id, so two jobs sharing a node do not collide on a fixed port);
 3. on rank 0, writes the resolved config, git revision, job id, host and time of this start to
@@ -35,7 +35,9 @@ from pathlib import Path
 
 from vjepa.train.rundir import REVISION_FILE, source_revision
 
-PACKAGES = ("vjepa", "evals", "launch")  # the source trees copied into a job's code snapshot
+# The source trees copied into a job's code snapshot: vjepa, and the evals/ and launch/ folders that an editable
+# install maps to vjepa.evals and vjepa.launch (in a regular install they are inside vjepa already).
+PACKAGES = ("vjepa", "vjepa.evals", "vjepa.launch")
 
 
 class TaskFailed(RuntimeError):
@@ -43,7 +45,7 @@ class TaskFailed(RuntimeError):
 
 
 def package_dirs() -> dict[str, Path]:
-    """Source folder of each package in PACKAGES as Python finds it now (without importing it)."""
+    """Source folder of each package in PACKAGES as Python finds it now (importing only the vjepa package)."""
     out = {}
     for name in PACKAGES:
         spec = importlib.util.find_spec(name)
@@ -58,8 +60,9 @@ def snapshot(dest: Path) -> str:
     also written into the copy."""
     dirs = package_dirs()
     revision = source_revision(dirs["vjepa"])
-    for name, src in dirs.items():
-        shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name, src in dirs.items():  # into the layout of an installed vjepa: dest/vjepa/evals, dest/vjepa/launch
+        target = dest.joinpath(*name.split("."))
+        shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
     (dest / "vjepa" / REVISION_FILE).write_text(revision + "\n")
     return revision
 

@@ -9,9 +9,9 @@
 Everything after `--` goes to `vjepa pretrain` (`python -m vjepa.launch.slurm` is the same command). The config of
 every task is loaded and validated before anything is submitted or created: a bad config gives the one-line
 error of `vjepa pretrain` and exit status 2. Each submission gets a folder `<log-dir>/<YYYYmmdd-HHMMSS>/` with
-`code/` (a snapshot of the vjepa, evals and launch sources the jobs import from, so a requeued job runs the code
-it was submitted with), submitit's logs and pickles (named by job id) and `starts/<job id>/start_NNN.yaml`
-(resolved config, git revision, host and time of every (re)start; launch/job.py).
+`code/` (a snapshot of the vjepa sources, vjepa.evals and vjepa.launch included, that the jobs import from, so a
+requeued job runs the code it was submitted with), submitit's logs and pickles (named by job id) and
+`starts/<job id>/start_NNN.yaml` (resolved config, git revision, host and time of every (re)start; launch/job.py).
 
 A job stopped by preemption (SIGTERM) or by the time limit (USR2, `--signal-delay` seconds before it; raise it if
 a checkpoint takes longer) writes a checkpoint at its current step and is requeued; it resumes from that

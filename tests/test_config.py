@@ -103,7 +103,6 @@ BAD_VALUES = [
     ("train.loggers=[jsonl,wandbb]", "train.loggers.1"),
     ("train.loggers=[tensorboard]", "train.loggers"),  # jsonl is required
     ("train.loggers=jsonl", "train.loggers"),  # a list, not a name
-    ("train.tensorboard=true", "train.tensorboard"),  # removed: the message points at train.loggers
 ]
 
 

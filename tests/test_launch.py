@@ -55,7 +55,9 @@ def installed(tmp_path_factory):
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", site, src]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=base)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (site / "launch" / "slurm.py").exists()
+    # one top-level package: the evals/ and launch/ folders are installed as vjepa.evals and vjepa.launch
+    assert (site / "vjepa" / "launch" / "slurm.py").exists() and (site / "vjepa" / "evals" / "objectives").is_dir()
+    assert not (site / "launch").exists() and not (site / "evals").exists()
     return site
 
 
@@ -226,8 +228,9 @@ def test_sweep_and_array_give_one_argument_list_per_task(tmp_path):
 
 def test_snapshot_copies_the_sources_and_records_the_revision(tmp_path):
     revision = snapshot(tmp_path / "code")
-    for name in ("vjepa/cli.py", "vjepa/train/loop.py", "evals/__init__.py", "launch/job.py"):
-        assert (tmp_path / "code" / name).is_file(), name
+    for name in ("vjepa/cli.py", "vjepa/train/loop.py", "vjepa/evals/__init__.py", "vjepa/launch/job.py"):
+        assert (tmp_path / "code" / name).is_file(), name  # the installed layout: one top-level package
+    assert sorted(p.name for p in (tmp_path / "code").iterdir()) == ["vjepa"]
     assert not list((tmp_path / "code").rglob("__pycache__"))
     assert (tmp_path / "code" / "vjepa" / "REVISION").read_text().strip() == revision
     assert source_revision(tmp_path / "code" / "vjepa") == revision  # a snapshot keeps the revision it came from
