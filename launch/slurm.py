@@ -119,8 +119,11 @@ def task_arguments(rest: list[str], array: list[str], sweep: str) -> list[tuple[
 
 
 def validate_tasks(tasks: list[tuple[str, list[str]]]) -> None:
-    """Load every task's config as `vjepa pretrain` would; ConfigError/LaunchError name the task and the key."""
+    """Load every task's config as `vjepa pretrain` would; ConfigError/LaunchError name the task and the key.
+    The logging backends a task lists must import here (the jobs normally share this environment), so a missing
+    wandb is found at submission, not at the start of every job."""
     from vjepa.config import ConfigError, load_config
+    from vjepa.train.metrics import LoggerError, RunLogger
 
     run_dirs: dict[Path, str] = {}
     for label, args in tasks:
@@ -129,6 +132,10 @@ def validate_tasks(tasks: list[tuple[str, list[str]]]) -> None:
             cfg = load_config(config, overrides)
         except ConfigError as err:
             raise ConfigError(str(err) if len(tasks) == 1 else f"{label}: {err}") from None
+        try:
+            RunLogger.check_installed(cfg.train.loggers)
+        except LoggerError as err:
+            raise LaunchError(f"{label}: {err} (checked in this environment before submitting)") from None
         run_dir = Path(cfg.train.run_dir).expanduser().resolve()
         if run_dir in run_dirs:
             raise LaunchError(f"{label} and {run_dirs[run_dir]} share train.run_dir={run_dir}; give each its own")

@@ -150,6 +150,13 @@ def test_bad_config_is_rejected_before_anything_is_created(tmp_path, capsys):
     assert "array task 1" in err and "depht" in err and "\n" not in err
     assert slurm.main([*launcher_args(logs), "--array", str(good), str(good), "--", "data.source=synthetic"]) == 2
     assert "share train.run_dir" in capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as mp:  # a logging backend missing here: `import wandb` raises ImportError
+        mp.setitem(sys.modules, "wandb", None)
+        args = [*tiny_args(tmp_path / "r"), "train.loggers=[jsonl,wandb]"]
+        assert slurm.main([*launcher_args(logs), "--", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.loggers names wandb, which is not installed" in err and "before submitting" in err
+    assert "\n" not in err
     assert not logs.exists()
 
 
