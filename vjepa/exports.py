@@ -352,15 +352,15 @@ def export(
     if out is not None and out.suffix not in (".pt", ".safetensors"):
         raise ValueError(f"export: {out} must end in .pt or .safetensors")
     src = Path(run_dir_or_checkpoint)
-    if src.is_dir() and (src / "config.json").is_file():
+    from vjepa.interop import hf
+
+    if hf.is_folder(src):
         raise ValueError(f"{src} is already a Hugging Face folder; load it with load_pretrained")
     ex = read_source(src, with_predictor=with_predictor or hf_dir is not None)
     if with_predictor and ex.predictor is None:
         raise ValueError(f"{src} holds no predictor (it was exported without --with-predictor)")
     hf_payload = None
     if hf_dir is not None:  # refuse before writing anything
-        from vjepa.interop import hf
-
         hf.check_exportable(ex.model)
         if ex.predictor is None:
             raise ValueError("the Hugging Face layout holds encoder and predictor: read the source with its predictor")

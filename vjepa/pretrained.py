@@ -75,7 +75,5 @@ def warm_start_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     if hf.is_folder(path):
         encoder, predictor = hf.read_folder(path)
         return encoder.state_dict(), predictor.state_dict(), f"Hugging Face VJEPA2 folder {path}"
-    ex = read_source(path, with_predictor=True)
-    encoder, predictor = build_loaded(ex, with_predictor=ex.predictor is not None)
-    sd = predictor.state_dict() if predictor is not None else None
-    return encoder.state_dict(), sd, f"{path} (step {ex.step} of {ex.source})"
+    ex = read_source(path, with_predictor=True)  # the training run checks the tensors against its own models
+    return ex.encoder, ex.predictor, f"{path} (step {ex.step} of {ex.source})"

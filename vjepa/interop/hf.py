@@ -86,34 +86,36 @@ def config_from_models(encoder: nn.Module, predictor: Predictor) -> VJEPA2Config
     )
 
 
+# Block tensors copied as they are: (our name, transformers' name); the fused qkv is split / joined on its own.
+_BLOCK_NAMES = (
+    ("norm1", "norm1"),
+    ("norm2", "norm2"),
+    ("mlp.fc1", "mlp.fc1"),
+    ("mlp.fc2", "mlp.fc2"),
+    ("attn.proj", "attention.proj"),
+)
+
+
 def _blocks_to_hf(sd: Mapping[str, torch.Tensor], depth: int, src: str, dst: str, out: dict) -> None:
     """Our `{src}{i}.*` block tensors -> HF `{dst}{i}.*` (fused qkv split into query/key/value)."""
-    for i in range(depth):
+    for i, p in ((i, p) for i in range(depth) for p in ("weight", "bias")):
         s, d = f"{src}{i}.", f"{dst}{i}."
-        for name in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
-            for p in ("weight", "bias"):
-                out[f"{d}{name}.{p}"] = sd[f"{s}{name}.{p}"]
-        for p in ("weight", "bias"):
-            out[f"{d}attention.proj.{p}"] = sd[f"{s}attn.proj.{p}"]
-            if f"{s}attn.qkv.{p}" in sd:
-                q, k, v = sd[f"{s}attn.qkv.{p}"].chunk(3, dim=0)  # each [D, D] or [D]
-                out[f"{d}attention.query.{p}"] = q
-                out[f"{d}attention.key.{p}"] = k
-                out[f"{d}attention.value.{p}"] = v
+        for ours, theirs in _BLOCK_NAMES:
+            out[f"{d}{theirs}.{p}"] = sd[f"{s}{ours}.{p}"]
+        if f"{s}attn.qkv.{p}" in sd:
+            q, k, v = sd[f"{s}attn.qkv.{p}"].chunk(3, dim=0)  # each [D, D] or [D]
+            out.update({f"{d}attention.query.{p}": q, f"{d}attention.key.{p}": k, f"{d}attention.value.{p}": v})
 
 
 def _blocks_from_hf(sd: Mapping[str, torch.Tensor], depth: int, src: str, dst: str, out: dict) -> None:
     """HF `{src}{i}.*` block tensors -> our `{dst}{i}.*` (query/key/value joined into the fused qkv)."""
-    for i in range(depth):
+    for i, p in ((i, p) for i in range(depth) for p in ("weight", "bias")):
         s, d = f"{src}{i}.", f"{dst}{i}."
-        for name in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
-            for p in ("weight", "bias"):
-                out[f"{d}{name}.{p}"] = sd[f"{s}{name}.{p}"]
-        for p in ("weight", "bias"):
-            out[f"{d}attn.proj.{p}"] = sd[f"{s}attention.proj.{p}"]
-            if f"{s}attention.query.{p}" in sd:
-                parts = [sd[f"{s}attention.{n}.{p}"] for n in ("query", "key", "value")]
-                out[f"{d}attn.qkv.{p}"] = torch.cat(parts, dim=0)  # [3D, D] or [3D]
+        for ours, theirs in _BLOCK_NAMES:
+            out[f"{d}{ours}.{p}"] = sd[f"{s}{theirs}.{p}"]
+        if f"{s}attention.query.{p}" in sd:
+            parts = [sd[f"{s}attention.{n}.{p}"] for n in ("query", "key", "value")]
+            out[f"{d}attn.qkv.{p}"] = torch.cat(parts, dim=0)  # [3D, D] or [3D]
 
 
 def to_hf_state_dict(encoder: nn.Module, predictor: Predictor) -> dict[str, torch.Tensor]:

@@ -151,8 +151,8 @@ class WarmStart:
             try:
                 load_state(predictor, self.predictor, "its predictor", assign=False)
                 what = "encoder and predictor"
-            except CheckpointMismatchError as err:
-                self.notes.append(f"the predictor starts fresh: {str(err).splitlines()[0]} {str(err).splitlines()[1]}")
+            except CheckpointMismatchError as err:  # its first two lines: what and the first kind of difference
+                self.notes.append("the predictor starts fresh: " + " ".join(str(err).splitlines()[:2]))
         self.notes.insert(0, f"warm start from {self.source}: {what} weights; optimizer, schedules and step from 0")
 
 
