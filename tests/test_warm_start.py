@@ -68,7 +68,7 @@ def test_init_from_an_encoder_only_export_starts_a_fresh_predictor(source_run, t
     assert "the predictor starts fresh (the source has none)" in capsys.readouterr().out
 
 
-def test_init_from_a_hugging_face_folder(tmp_path):
+def test_init_from_a_hugging_face_folder(tmp_path, capsys):
     pytest.importorskip("transformers")
     rope = "model.pos_embed=rope"  # the layout transformers' VJEPA2 has
     loop.train(tiny_cfg(tmp_path / "source", rope, "optim.total_steps=2"))
@@ -78,6 +78,9 @@ def test_init_from_a_hugging_face_folder(tmp_path):
     seen, _ = _built_models(tiny_cfg(tmp_path / "new", rope, "optim.total_steps=2", f"train.init_from={folder}"))
     _same(seen["encoder"], encoder.state_dict(), "backbone.")
     _same(seen["predictor"], predictor.state_dict())
+    (folder / "model.safetensors").write_bytes(b"\x00" * 16)  # a damaged weights file: one line, exit 2
+    assert loop.main(tiny_cfg(tmp_path / "bad", rope, f"train.init_from={folder}")) == 2
+    assert "is not a readable safetensors file" in capsys.readouterr().err
 
 
 def test_init_from_a_different_architecture_is_a_one_line_error(source_run, tmp_path, capsys):
@@ -97,3 +100,10 @@ def test_init_from_something_else_names_what_it_is(tmp_path, capsys):
     assert "train.init_from" in (err := capsys.readouterr().err) and "probe checkpoint" in err
     assert loop.main(tiny_cfg(tmp_path / "r2", f"train.init_from={tmp_path / 'missing.pt'}")) == 2
     assert "missing.pt" in capsys.readouterr().err
+    broken = tmp_path / "hf_broken"  # a VJEPA2 folder whose config.json lacks the architecture
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "vjepa2"}')
+    (broken / "model.safetensors").write_bytes(b"")
+    assert loop.main(tiny_cfg(tmp_path / "r3", f"train.init_from={broken}")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: train.init_from={broken}:") and "missing entry" in err and err.count("\n") == 1

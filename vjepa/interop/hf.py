@@ -231,23 +231,15 @@ def is_folder(path: str | os.PathLike) -> bool:
 def read_folder(folder: str | os.PathLike) -> tuple[VisionTransformer, Predictor]:
     """Our encoder and predictor from a Hugging Face VJEPA2 folder (config.json + model.safetensors, possibly
     sharded with model.safetensors.index.json); keys may carry the `vjepa2.` prefix of the task models."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
     c = json.loads((folder / "config.json").read_text())
     if c.get("model_type") != "vjepa2":
         raise NotABackboneError(f"{folder}: a Hugging Face folder of model_type {c.get('model_type')!r}, not vjepa2")
-    index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else []
-    files = [folder / f for f in files] or [folder / "model.safetensors"]
-    sd: dict[str, torch.Tensor] = {}
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{folder}: weights file {f.name} is missing")
-        sd.update(load_file(str(f)))
-    sd = {k: v.float() for k, v in sd.items() if k.removeprefix("vjepa2.").startswith(("encoder.", "predictor."))}
     source = f"{folder}/config.json"
-    try:
+    try:  # the architecture first: a config without it is named before any weights are read
         encoder, predictor = build_pair(
             model_config(c, source),
             frames_per_clip=c["frames_per_clip"],
@@ -259,6 +251,18 @@ def read_folder(folder: str | os.PathLike) -> tuple[VisionTransformer, Predictor
         )
     except KeyError as err:
         raise ValueError(f"{source}: missing entry {err}") from None
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else []
+    files = [folder / f for f in files] or [folder / "model.safetensors"]
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{folder}: weights file {f.name} is missing")
+        try:
+            sd.update(load_file(str(f)))
+        except SafetensorError as err:
+            raise NotABackboneError(f"{f} is not a readable safetensors file: {err}") from None
+    sd = {k: v.float() for k, v in sd.items() if k.removeprefix("vjepa2.").startswith(("encoder.", "predictor."))}
     encoder, predictor = encoder.to_empty(device="cpu"), predictor.to_empty(device="cpu")
     from_hf_state_dict(sd, encoder, predictor)
     return encoder, predictor

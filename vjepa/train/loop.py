@@ -141,6 +141,8 @@ class WarmStart:
             return cls(source=source, encoder=encoder, predictor=predictor)
         except (FileNotFoundError, NotABackboneError, CheckpointMismatchError) as err:
             raise type(err)(f"train.init_from={path}: {err}") from None
+        except ValueError as err:  # a source of the right kind that cannot serve (a broken config.json, ...)
+            raise NotABackboneError(f"train.init_from={path}: {err}") from None
 
     def load(self, encoder: nn.Module, predictor: nn.Module) -> None:
         load_state(encoder, self.encoder, f"train.init_from={self.source}: its encoder", assign=False)
